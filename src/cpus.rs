@@ -1,0 +1,144 @@
+//! Per-CPU state and the processor table (EDK2 `gSmmCpuPrivate->
+//! ProcessorInfo`, `mSmmMpSyncData->CpuData[i].Present`, the hot-plug
+//! `Operation` array), one cache line per CPU.
+
+use crate::efi::{
+    CpuPhysicalLocation, CpuPhysicalLocation2, ExtendedProcessorInformation, ProcessorInformation,
+    INVALID_APIC_ID,
+};
+use crate::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+
+/// Pending CPU operations (SPEC §5.1).
+pub const OP_NONE: u32 = 0;
+pub const OP_ADD: u32 = 1;
+pub const OP_REMOVE: u32 = 2;
+pub const OP_SWITCH_BSP: u32 = 3;
+
+#[repr(C)]
+pub struct CpuState {
+    /// Rendezvous state machine position of this CPU (written by itself).
+    pub phase: AtomicU32,
+    /// BSP: barrier arrivals still expected. AP: unused.
+    pub remaining: AtomicU32,
+    /// AP: the BSP of the SMI it joined.
+    pub bsp: AtomicU32,
+    /// Checked into the current SMI and in (or entering) the dispatch loop.
+    pub present: AtomicBool,
+    /// Broadcast snapshot scratch (written by the BSP only).
+    pub in_set: AtomicBool,
+    /// Pending operation (`OP_*`).
+    pub pending_op: AtomicU32,
+    /// Start tick of this CPU's current timed wait.
+    pub wait_start: AtomicU64,
+    // The processor table record, field by field so that it can be read
+    // while hot-plug changes a slot.
+    apic_id: AtomicU64,
+    status_flag: AtomicU32,
+    location: [AtomicU32; 3],
+    location2: [AtomicU32; 6],
+}
+
+impl CpuState {
+    pub fn new(info: &ProcessorInformation) -> Self {
+        let l = info.location;
+        let l2 = info.location2();
+        CpuState {
+            phase: AtomicU32::new(0),
+            remaining: AtomicU32::new(0),
+            bsp: AtomicU32::new(u32::MAX),
+            present: AtomicBool::new(false),
+            in_set: AtomicBool::new(false),
+            pending_op: AtomicU32::new(OP_NONE),
+            wait_start: AtomicU64::new(0),
+            apic_id: AtomicU64::new(info.processor_id),
+            status_flag: AtomicU32::new(info.status_flag),
+            location: [
+                AtomicU32::new(l.package),
+                AtomicU32::new(l.core),
+                AtomicU32::new(l.thread),
+            ],
+            location2: [
+                AtomicU32::new(l2.package),
+                AtomicU32::new(l2.module),
+                AtomicU32::new(l2.tile),
+                AtomicU32::new(l2.die),
+                AtomicU32::new(l2.core),
+                AtomicU32::new(l2.thread),
+            ],
+        }
+    }
+
+    /// APIC ID of the slot (`INVALID_APIC_ID` when empty).
+    pub fn apic_id(&self) -> u64 {
+        // Acquire: a CPU that sees a newly added APIC ID also sees the rest
+        // of the record written before it (Release in `set_record`).
+        self.apic_id.load(Ordering::Acquire)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.apic_id() == INVALID_APIC_ID
+    }
+
+    /// Whether this CPU is a present AP candidate: checked in, non-empty,
+    /// no pending removal (SPEC §2 "present AP", minus the BSP test).
+    pub fn is_present(&self) -> bool {
+        // Acquire pairs with the Release store the AP makes when it marks
+        // itself present: a BSP that sees it may dispatch to it.
+        self.present.load(Ordering::Acquire)
+    }
+
+    pub fn set_present(&self, present: bool) {
+        // Release: see `is_present`.
+        self.present.store(present, Ordering::Release)
+    }
+
+    pub fn pending_op(&self) -> u32 {
+        // Relaxed: pending operations are recorded and consumed by the BSP
+        // (CPU service calls are BSP calls); other readers only report them.
+        self.pending_op.load(Ordering::Relaxed)
+    }
+
+    /// A copy of the record (SPEC §1.6).
+    pub fn record(&self) -> ProcessorInformation {
+        // Relaxed for the fields: ordered after the Acquire of `apic_id`.
+        let r = |a: &AtomicU32| a.load(Ordering::Relaxed);
+        let processor_id = self.apic_id();
+        ProcessorInformation {
+            processor_id,
+            status_flag: r(&self.status_flag),
+            location: CpuPhysicalLocation {
+                package: r(&self.location[0]),
+                core: r(&self.location[1]),
+                thread: r(&self.location[2]),
+            },
+            extended_information: ExtendedProcessorInformation {
+                location2: CpuPhysicalLocation2 {
+                    package: r(&self.location2[0]),
+                    module: r(&self.location2[1]),
+                    tile: r(&self.location2[2]),
+                    die: r(&self.location2[3]),
+                    core: r(&self.location2[4]),
+                    thread: r(&self.location2[5]),
+                },
+            },
+        }
+    }
+
+    /// Overwrite the record (AddProcessor / RemoveProcessor).
+    pub fn set_record(&self, info: &ProcessorInformation) {
+        let w = |a: &AtomicU32, v: u32| a.store(v, Ordering::Relaxed);
+        let l2 = info.location2();
+        // Relaxed stores, published by the Release store of the APIC ID.
+        w(&self.status_flag, info.status_flag);
+        w(&self.location[0], info.location.package);
+        w(&self.location[1], info.location.core);
+        w(&self.location[2], info.location.thread);
+        w(&self.location2[0], l2.package);
+        w(&self.location2[1], l2.module);
+        w(&self.location2[2], l2.tile);
+        w(&self.location2[3], l2.die);
+        w(&self.location2[4], l2.core);
+        w(&self.location2[5], l2.thread);
+        self.apic_id.store(info.processor_id, Ordering::Release);
+    }
+}

@@ -1,0 +1,495 @@
+//! The MM MP services (SPEC §2) and the legacy MmStartupThisAp (SPEC §4).
+//! EDK2 counterpart: SmmMp.c and the `InternalSmmStartupThisAp` /
+//! `InternalSmmStartupAllAPs` family of MpService.c.
+//!
+//! Every service takes C-style raw pointers (the FFI layer passes them
+//! through untouched) and returns the status SPEC names; it validates
+//! every pointer and index before using it.
+
+use core::ffi::c_void;
+
+use crate::cpus::OP_REMOVE;
+use crate::efi::{ApProcedure, ApProcedure2, MmCompletion, Status};
+use crate::instance::Instance;
+use crate::mailbox::{Call, KIND_LEGACY, KIND_PROCEDURE2};
+use crate::platform::Deadline;
+use crate::sync::atomic::Ordering;
+use crate::sync::Abandon;
+use crate::tokens::{Token, TokenState};
+
+/// Write a status word of the caller's (null = nothing to write).
+///
+/// # Safety
+/// A non-null `target` must be valid for a write.
+unsafe fn put(target: *mut Status, value: Status) {
+    if !target.is_null() {
+        // SAFETY: non-null and valid by the caller's contract; volatile
+        // because APs and the BSP hand these words to each other.
+        unsafe { target.write_volatile(value) }
+    }
+}
+
+impl Instance {
+    /// EFI_MM_MP_PROTOCOL.GetNumberOfProcessors (SPEC §2.1).
+    ///
+    /// # Safety
+    /// A non-null `number_of_processors` must be valid for a write.
+    pub unsafe fn get_number_of_processors(&self, number_of_processors: *mut usize) -> Status {
+        if number_of_processors.is_null() {
+            return Status::INVALID_PARAMETER;
+        }
+        // SAFETY: non-null, valid by the caller's contract.
+        unsafe { number_of_processors.write(self.number_of_cpus()) };
+        Status::SUCCESS
+    }
+
+    /// SetStartupProcedure (SPEC §2.4).
+    pub fn set_startup_procedure(&self, procedure: ApProcedure, argument: *mut c_void) -> Status {
+        if procedure.is_none() && !argument.is_null() {
+            return Status::INVALID_PARAMETER;
+        }
+        // Relaxed for the argument: published by the Release store of the
+        // procedure, which every CPU reads with Acquire before the argument.
+        self.startup_argument
+            .store(argument as usize, Ordering::Relaxed);
+        self.startup_procedure
+            .store(procedure.map_or(0, |f| f as usize), Ordering::Release);
+        Status::SUCCESS
+    }
+
+    /// Run the registered startup procedure on the calling CPU (SPEC §6.2.1).
+    pub fn run_startup_procedure(&self) {
+        // Acquire pairs with the Release store in `set_startup_procedure`.
+        let procedure = self.startup_procedure.load(Ordering::Acquire);
+        if procedure == 0 {
+            return;
+        }
+        let argument = self.startup_argument.load(Ordering::Relaxed) as *mut c_void;
+        // SAFETY: only `set_startup_procedure` stores a non-zero value, and
+        // it stores an `EFI_AP_PROCEDURE` converted to usize.
+        let f: unsafe extern "efiapi" fn(*mut c_void) = unsafe { core::mem::transmute(procedure) };
+        // SAFETY: the caller registered this procedure and argument to be
+        // called on every CPU at every SMI (EDK2 semantics).
+        unsafe { f(argument) }
+    }
+
+    /// Common opening of the BSP-only services: an SMI must be in progress
+    /// and the caller must not be a known AP. Returns the current BSP.
+    fn bsp_call(&self) -> Result<usize, Status> {
+        if !self.in_smi() {
+            return Err(Status::NOT_READY);
+        }
+        let bsp = self.current_bsp();
+        if bsp >= self.number_of_cpus() || self.caller_is_ap(bsp) {
+            return Err(Status::INVALID_PARAMETER);
+        }
+        Ok(bsp)
+    }
+
+    /// Checks 1–5 of SPEC §2.2 (shared with §4).
+    fn check_target(&self, cpu: usize, bsp: usize) -> Result<(), Status> {
+        if cpu == bsp {
+            return Err(Status::INVALID_PARAMETER);
+        }
+        let state = self.cpu(cpu).ok_or(Status::INVALID_PARAMETER)?;
+        if state.is_empty() || !state.is_present() || state.pending_op() == OP_REMOVE {
+            return Err(Status::INVALID_PARAMETER);
+        }
+        Ok(())
+    }
+
+    /// Whether `*token` holds a handle of a call that is still running.
+    ///
+    /// # Safety
+    /// A non-null `token` must be valid for a read.
+    unsafe fn token_in_use(&self, token: *mut MmCompletion) -> bool {
+        if token.is_null() {
+            return false;
+        }
+        // SAFETY: non-null, valid by the caller's contract.
+        let handle = unsafe { token.read_volatile() } as usize;
+        matches!(self.tokens().lookup(handle), Some((_, t)) if t.state() == TokenState::Running)
+    }
+
+    /// Post a call to `cpu` (claimed by the caller) and wake it.
+    fn post(&self, cpu: usize, call: &Call) {
+        if let (Some(mailbox), Some(run)) = (self.mailbox(cpu), self.run_sem(cpu)) {
+            mailbox.post(call);
+            // A run semaphore is never locked; `release` can only fail on a
+            // count of 2^32-2, which one pending release per AP never reaches.
+            let _ = run.release();
+        }
+    }
+
+    /// Wait until the call in flight on `cpu` finished, or time it out.
+    fn wait_call(&self, cpu: usize, deadline: Option<Deadline>) -> Status {
+        let Some(mailbox) = self.mailbox(cpu) else {
+            return Status::INVALID_PARAMETER;
+        };
+        loop {
+            if mailbox.busy.is_free() {
+                return Status::SUCCESS;
+            }
+            if self.platform.expired(deadline) {
+                match mailbox.busy.abandon() {
+                    Abandon::Abandoned => {
+                        // SAFETY: the status target was validated when the
+                        // call was posted; we now own it (the AP lost the race).
+                        unsafe { put(mailbox.status_target(), Status::TIMEOUT) };
+                        return Status::TIMEOUT;
+                    }
+                    Abandon::AlreadyAbandoned => return Status::TIMEOUT,
+                    Abandon::AlreadyFree => return Status::SUCCESS,
+                    // The AP is storing its result: wait for FREE.
+                    Abandon::Finishing => {}
+                }
+            }
+            self.platform.pause();
+        }
+    }
+
+    /// EFI_MM_MP_PROTOCOL.DispatchProcedure (SPEC §2.2).
+    ///
+    /// # Safety
+    /// Non-null `token` and `cpu_status` must be valid for reads and writes
+    /// until the call completes (blocking: until return).
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn dispatch_procedure(
+        &self,
+        procedure: ApProcedure2,
+        cpu: usize,
+        timeout_us: usize,
+        argument: *mut c_void,
+        token: *mut MmCompletion,
+        cpu_status: *mut Status,
+    ) -> Status {
+        let bsp = match self.bsp_call() {
+            Ok(b) => b,
+            Err(e) => return e,
+        };
+        if let Err(e) = self.check_target(cpu, bsp) {
+            return e;
+        }
+        if timeout_us != 0 && !self.platform.has_time_source() {
+            return Status::INVALID_PARAMETER;
+        }
+        let Some(procedure) = procedure else {
+            return Status::INVALID_PARAMETER;
+        };
+        // SAFETY: caller's contract on `token`.
+        if unsafe { self.token_in_use(token) } {
+            return Status::ALREADY_STARTED;
+        }
+        let Some(mailbox) = self.mailbox(cpu) else {
+            return Status::INVALID_PARAMETER;
+        };
+        if !mailbox.busy.try_claim() {
+            return Status::NOT_READY;
+        }
+        let deadline = self.platform.deadline_after_us(timeout_us as u64);
+        let mut link = 0;
+        let mut handle = 0;
+        if !token.is_null() {
+            match self.tokens().alloc(1, deadline) {
+                Some((slot, h)) => {
+                    link = slot as u32 + 1;
+                    handle = h;
+                }
+                None => {
+                    mailbox.busy.unclaim();
+                    return Status::OUT_OF_RESOURCES;
+                }
+            }
+        }
+        // SAFETY: caller's contract on `cpu_status`.
+        unsafe { put(cpu_status, Status::NOT_READY) };
+        self.post(
+            cpu,
+            &Call {
+                procedure: procedure as usize,
+                argument,
+                kind: KIND_PROCEDURE2,
+                status: cpu_status,
+                token: link,
+            },
+        );
+        if !token.is_null() {
+            // SAFETY: non-null, valid by the caller's contract.
+            unsafe { token.write_volatile(handle as MmCompletion) };
+            return Status::SUCCESS;
+        }
+        self.wait_call(cpu, deadline)
+    }
+
+    /// EFI_MM_MP_PROTOCOL.BroadcastProcedure (SPEC §2.3).
+    ///
+    /// # Safety
+    /// A non-null `token` must be valid for reads and writes; a non-null
+    /// `cpu_status` must be an array of NumberOfCpus status words, valid
+    /// until the call completes.
+    pub unsafe fn broadcast_procedure(
+        &self,
+        procedure: ApProcedure2,
+        timeout_us: usize,
+        argument: *mut c_void,
+        token: *mut MmCompletion,
+        cpu_status: *mut Status,
+    ) -> Status {
+        let bsp = match self.bsp_call() {
+            Ok(b) => b,
+            Err(e) => return e,
+        };
+        if timeout_us != 0 && !self.platform.has_time_source() {
+            return Status::INVALID_PARAMETER;
+        }
+        let Some(procedure) = procedure else {
+            return Status::INVALID_PARAMETER;
+        };
+        // SAFETY: caller's contract on `token`.
+        if unsafe { self.token_in_use(token) } {
+            return Status::ALREADY_STARTED;
+        }
+        // One snapshot of the present APs; every later step uses only it.
+        let cpus = self.cpus();
+        let mut count: u32 = 0;
+        let mut removal = false;
+        for (i, state) in cpus.iter() {
+            let member = i != bsp
+                && state.is_present()
+                && !(state.is_empty() && state.pending_op() != OP_REMOVE);
+            // Relaxed: the snapshot is scratch of the BSP's own.
+            state.in_set.store(member, Ordering::Relaxed);
+            if member {
+                count += 1;
+                removal |= state.pending_op() == OP_REMOVE;
+            }
+        }
+        if removal {
+            return Status::INVALID_PARAMETER;
+        }
+        // Busy check by claiming; roll back on the first busy AP.
+        let members = || {
+            cpus.iter()
+                .filter(|(_, s)| s.in_set.load(Ordering::Relaxed))
+        };
+        let mut claimed = 0;
+        let mut busy = false;
+        for (i, _) in members() {
+            match self.mailbox(i) {
+                Some(m) if m.busy.try_claim() => claimed += 1,
+                _ => {
+                    busy = true;
+                    break;
+                }
+            }
+        }
+        let unclaim = |n: usize| {
+            for (i, _) in members().take(n) {
+                if let Some(m) = self.mailbox(i) {
+                    m.busy.unclaim();
+                }
+            }
+        };
+        if busy {
+            unclaim(claimed);
+            return Status::NOT_READY;
+        }
+        if count == 0 {
+            return Status::NOT_STARTED;
+        }
+        let deadline = self.platform.deadline_after_us(timeout_us as u64);
+        let mut link = 0;
+        let mut handle = 0;
+        if !token.is_null() {
+            match self.tokens().alloc(count, deadline) {
+                Some((slot, h)) => {
+                    link = slot as u32 + 1;
+                    handle = h;
+                }
+                None => {
+                    unclaim(claimed);
+                    return Status::OUT_OF_RESOURCES;
+                }
+            }
+        }
+        if !cpu_status.is_null() {
+            for (i, state) in cpus.iter() {
+                let value = if state.in_set.load(Ordering::Relaxed) {
+                    Status::NOT_READY
+                } else {
+                    Status::NOT_STARTED
+                };
+                // SAFETY: `cpu_status` has NumberOfCpus entries and i < NumberOfCpus.
+                unsafe { put(cpu_status.add(i), value) };
+            }
+        }
+        for (i, _) in members() {
+            let status = if cpu_status.is_null() {
+                core::ptr::null_mut()
+            } else {
+                // SAFETY: in bounds of the caller's NumberOfCpus-entry array.
+                unsafe { cpu_status.add(i) }
+            };
+            self.post(
+                i,
+                &Call {
+                    procedure: procedure as usize,
+                    argument,
+                    kind: KIND_PROCEDURE2,
+                    status,
+                    token: link,
+                },
+            );
+        }
+        if !token.is_null() {
+            // SAFETY: non-null, valid by the caller's contract.
+            unsafe { token.write_volatile(handle as MmCompletion) };
+            return Status::SUCCESS;
+        }
+        let mut result = Status::SUCCESS;
+        for (i, _) in members() {
+            if self.wait_call(i, deadline) == Status::TIMEOUT {
+                result = Status::TIMEOUT;
+            }
+        }
+        result
+    }
+
+    /// Time out every AP still running the call of token `slot`.
+    /// Returns the token's state afterwards.
+    fn expire_token(&self, slot: usize, token: &Token) -> TokenState {
+        let link = slot as u32 + 1;
+        for i in 0..self.number_of_cpus() {
+            let Some(mailbox) = self.mailbox(i) else {
+                continue;
+            };
+            if mailbox.token() != link {
+                continue;
+            }
+            loop {
+                match mailbox.busy.abandon() {
+                    Abandon::Abandoned => {
+                        // SAFETY: validated when posted; ours now.
+                        unsafe { put(mailbox.status_target(), Status::TIMEOUT) };
+                        break;
+                    }
+                    Abandon::Finishing => self.platform.pause(),
+                    Abandon::AlreadyFree | Abandon::AlreadyAbandoned => break,
+                }
+            }
+        }
+        if token.state() == TokenState::Running {
+            token.mark_timed_out();
+        }
+        token.state()
+    }
+
+    /// Look at a token: its state, applying its deadline when the caller
+    /// may act for the BSP. `None` = not a live handle.
+    fn poll_token(&self, handle: MmCompletion) -> Option<(&Token, TokenState)> {
+        let (slot, token) = self.tokens().lookup(handle as usize)?;
+        let mut state = token.state();
+        if state == TokenState::Running
+            && self.platform.expired(token.deadline())
+            && self.in_smi()
+            && !self.caller_is_ap(self.current_bsp())
+        {
+            state = self.expire_token(slot, token);
+        }
+        if state != TokenState::Running {
+            token.mark_observed();
+        }
+        Some((token, state))
+    }
+
+    /// EFI_MM_MP_PROTOCOL.CheckForProcedure (SPEC §2.5).
+    pub fn check_for_procedure(&self, token: MmCompletion) -> Status {
+        if token.is_null() {
+            return Status::INVALID_PARAMETER;
+        }
+        match self.poll_token(token) {
+            None => Status::NOT_FOUND,
+            Some((_, TokenState::Done)) => Status::SUCCESS,
+            Some((_, TokenState::TimedOut)) => Status::TIMEOUT,
+            Some((_, TokenState::Running)) => Status::NOT_READY,
+        }
+    }
+
+    /// EFI_MM_MP_PROTOCOL.WaitForProcedure (SPEC §2.6).
+    pub fn wait_for_procedure(&self, token: MmCompletion) -> Status {
+        loop {
+            let status = self.check_for_procedure(token);
+            if status != Status::NOT_READY {
+                return status;
+            }
+            self.platform.pause();
+        }
+    }
+
+    /// `MmMpGetTokenResult`: NOT_FOUND / NOT_READY / SUCCESS with the
+    /// overall result (SUCCESS, the first failure, or EFI_TIMEOUT).
+    ///
+    /// # Safety
+    /// A non-null `result` must be valid for a write.
+    pub unsafe fn get_token_result(&self, token: MmCompletion, result: *mut Status) -> Status {
+        if token.is_null() || result.is_null() {
+            return Status::INVALID_PARAMETER;
+        }
+        let value = match self.poll_token(token) {
+            None => return Status::NOT_FOUND,
+            Some((_, TokenState::Running)) => return Status::NOT_READY,
+            Some((t, TokenState::Done)) => t.result(),
+            Some((_, TokenState::TimedOut)) => Status::TIMEOUT,
+        };
+        // SAFETY: non-null, valid by the caller's contract.
+        unsafe { result.write(value) };
+        Status::SUCCESS
+    }
+
+    /// gMmst->MmStartupThisAp (`blocking` = PcdCpuSmmBlockStartupThisAp)
+    /// and EDK2's internal SmmBlockingStartupThisAp (SPEC §4).
+    pub fn startup_this_ap(
+        &self,
+        procedure: ApProcedure,
+        cpu: usize,
+        argument: *mut c_void,
+        blocking: bool,
+    ) -> Status {
+        let bsp = match self.bsp_call() {
+            Ok(b) => b,
+            Err(e) => return e,
+        };
+        if let Err(e) = self.check_target(cpu, bsp) {
+            return e;
+        }
+        let Some(procedure) = procedure else {
+            return Status::INVALID_PARAMETER;
+        };
+        let Some(mailbox) = self.mailbox(cpu) else {
+            return Status::INVALID_PARAMETER;
+        };
+        // EDK2 waits for a busy AP; we bound that wait by the sync timeout
+        // when there is a time source, and never overwrite a busy mailbox.
+        let deadline = self.platform.deadline_after_us(self.settings.timeout1_us);
+        while !mailbox.busy.try_claim() {
+            if self.platform.expired(deadline) {
+                return Status::TIMEOUT;
+            }
+            self.platform.pause();
+        }
+        self.post(
+            cpu,
+            &Call {
+                procedure: procedure as usize,
+                argument,
+                kind: KIND_LEGACY,
+                status: core::ptr::null_mut(),
+                token: 0,
+            },
+        );
+        if blocking {
+            return self.wait_call(cpu, None);
+        }
+        Status::SUCCESS
+    }
+}

@@ -1,0 +1,382 @@
+//! The instance: one SMM CPU driver's worth of MP state, living entirely
+//! inside the caller's buffer (EDK2 `mSmmMpSyncData` + `gSmmCpuPrivate`'s
+//! MP parts + the token list + the protocol structs).
+//!
+//! Region layout (see `Layout`), every area on its own cache line:
+//! ```text
+//! [Instance header: settings, platform copy, MM MP protocol, startup procedure]
+//! [arrival counter]            spun on by the BSP, bumped by every CPU
+//! [control: BSP inside, all in sync, BSP index, current BSP]   read by all
+//! [token pool state]           written by the BSP
+//! [run semaphore]  x NumberOfCpus    one line each
+//! [mailbox]        x NumberOfCpus    one line each
+//! [CPU state]      x NumberOfCpus    one line each
+//! [token]          x MaxTokens       packed
+//! ```
+
+use core::ffi::c_void;
+use core::mem::{align_of, size_of};
+
+use crate::cpus::CpuState;
+use crate::efi::{Boolean, MmMpProtocol, ProcessorInformation, Status, INVALID_APIC_ID};
+use crate::mailbox::Mailbox;
+use crate::memory::{ArrayLayout, Carver, Strided, DEFAULT_LINE, MIN_LINE};
+use crate::platform::{
+    MmMpConfig, MmMpPlatform, MM_MP_CONFIG_REVISION, MM_MP_PLATFORM_REVISION,
+    MM_MP_SYNC_MODE_RELAXED,
+};
+use crate::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use crate::sync::Semaphore;
+use crate::tokens::{PoolState, Token, TokenPool, MAX_TOKENS};
+
+const MAGIC: u64 = u64::from_le_bytes(*b"MMMPINST");
+/// `bsp_index` value when no BSP is elected.
+pub const NO_BSP: u32 = u32::MAX;
+
+static_assertions::const_assert!(align_of::<Instance>() <= MIN_LINE);
+static_assertions::const_assert!(align_of::<Mailbox>() <= MIN_LINE);
+static_assertions::const_assert!(align_of::<CpuState>() <= MIN_LINE);
+static_assertions::const_assert!(align_of::<Token>() <= 8);
+
+/// Immutable settings derived from `MM_MP_CONFIG`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Settings {
+    pub number_of_cpus: usize,
+    pub max_tokens: usize,
+    pub line: usize,
+    pub relaxed: bool,
+    pub bsp_election: bool,
+    pub hot_plug: bool,
+    pub blocking_startup_this_ap: bool,
+    pub configure_mtrrs: bool,
+    pub fixed_bsp: usize,
+    pub timeout1_us: u64,
+    pub timeout2_us: u64,
+    pub hot_plug_apic_id: *mut u64,
+}
+
+/// Where everything lives, relative to the start of the region.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Layout {
+    pub arrival: usize,
+    pub control: usize,
+    pub pool: usize,
+    pub run: ArrayLayout,
+    pub mailbox: ArrayLayout,
+    pub cpu: ArrayLayout,
+    pub token: ArrayLayout,
+    pub total: usize,
+}
+
+impl Layout {
+    /// The layout for a configuration, or `None` on arithmetic overflow.
+    pub fn compute(cpus: usize, tokens: usize, line: usize) -> Option<Layout> {
+        let mut c = Carver::new(line);
+        let header = c.area(size_of::<Instance>())?;
+        debug_assert_eq!(header, 0);
+        let arrival = c.area(size_of::<Semaphore>())?;
+        let control = c.area(size_of::<Control>())?;
+        let pool = c.area(size_of::<PoolState>())?;
+        let run = c.array(size_of::<Semaphore>(), cpus, true)?;
+        let mailbox = c.array(size_of::<Mailbox>(), cpus, true)?;
+        let cpu = c.array(size_of::<CpuState>(), cpus, true)?;
+        let token = c.array(size_of::<Token>(), tokens, false)?;
+        let total = c.finish()?;
+        Some(Layout {
+            arrival,
+            control,
+            pool,
+            run,
+            mailbox,
+            cpu,
+            token,
+            total,
+        })
+    }
+}
+
+/// Rendezvous-wide flags (EDK2 `SMM_DISPATCHER_MP_SYNC_DATA`), one line.
+#[repr(C)]
+pub struct Control {
+    /// EDK2 `InsideSmm`: the BSP is in the SMI (services open).
+    pub bsp_inside: AtomicBool,
+    /// EDK2 `AllCpusInSync`: door locked; cleared last at SMI exit.
+    pub all_in_sync: AtomicBool,
+    /// Whether every expected CPU arrived this SMI (SPEC §6.5, §6.7).
+    pub all_arrived: AtomicBool,
+    /// EDK2 `BspIndex`: the elected (or fixed) BSP, `NO_BSP` when none.
+    pub bsp_index: AtomicU32,
+    /// The BSP of the SMI in progress as reported to callers.
+    pub current_bsp: AtomicUsize,
+    /// Number of CPUs counted when the door was locked.
+    pub door_count: AtomicU32,
+}
+
+/// The instance header (first bytes of the caller's buffer).
+#[repr(C)]
+pub struct Instance {
+    magic: u64,
+    pub settings: Settings,
+    pub platform: MmMpPlatform,
+    pub layout: Layout,
+    pub mm_mp: MmMpProtocol,
+    pub startup_procedure: AtomicUsize,
+    pub startup_argument: AtomicUsize,
+}
+
+// SAFETY: every field that changes after initialisation is an atomic; the
+// raw pointers in `settings` and `platform` are the integrator's (context,
+// hot-plug array) and are only passed back to its callbacks or read with
+// volatile loads, which the integrator allows from any CPU (SPEC §11).
+unsafe impl Sync for Instance {}
+// SAFETY: as above; nothing in the instance is tied to one thread.
+unsafe impl Send for Instance {}
+
+/// Validate a configuration and return its settings and layout.
+pub fn validate(config: &MmMpConfig) -> Result<(Settings, Layout), Status> {
+    if config.revision != MM_MP_CONFIG_REVISION
+        || config.number_of_cpus == 0
+        || config.max_tokens == 0
+        || config.max_tokens > MAX_TOKENS
+        || config.sync_mode > MM_MP_SYNC_MODE_RELAXED
+        || (!config.bsp_election.get() && config.bsp_index >= config.number_of_cpus)
+        || config.processor_info.is_null()
+    {
+        return Err(Status::INVALID_PARAMETER);
+    }
+    let line = match config.cache_line_size {
+        0 => DEFAULT_LINE,
+        n if n.is_power_of_two() && n as usize >= MIN_LINE => n as usize,
+        _ => return Err(Status::INVALID_PARAMETER),
+    };
+    let cpus = config.number_of_cpus as usize;
+    let tokens = config.max_tokens as usize;
+    let layout = Layout::compute(cpus, tokens, line).ok_or(Status::OUT_OF_RESOURCES)?;
+    let settings = Settings {
+        number_of_cpus: cpus,
+        max_tokens: tokens,
+        line,
+        relaxed: config.sync_mode == MM_MP_SYNC_MODE_RELAXED,
+        bsp_election: config.bsp_election.get(),
+        hot_plug: config.hot_plug_support.get(),
+        blocking_startup_this_ap: config.blocking_startup_this_ap.get(),
+        configure_mtrrs: config.configure_mtrrs.get(),
+        fixed_bsp: config.bsp_index as usize,
+        timeout1_us: config.ap_sync_timeout_us,
+        timeout2_us: config.ap_sync_timeout2_us,
+        hot_plug_apic_id: config.hot_plug_apic_id,
+    };
+    Ok((settings, layout))
+}
+
+impl Instance {
+    /// `MmMpInitialize` (SPEC §11): validate everything, then build the
+    /// instance in `buffer`. Nothing is written on error.
+    ///
+    /// # Safety
+    /// Non-null pointers must be valid: `buffer` for `buffer_size` bytes of
+    /// writes, `config`/`platform` for reads, `config.processor_info` for
+    /// `number_of_cpus` records. The buffer must not be used for anything
+    /// else while the instance lives.
+    pub unsafe fn initialize(
+        buffer: *mut c_void,
+        buffer_size: usize,
+        config: *const MmMpConfig,
+        platform: *const MmMpPlatform,
+        instance: *mut *mut Instance,
+    ) -> Status {
+        if buffer.is_null() || config.is_null() || platform.is_null() || instance.is_null() {
+            return Status::INVALID_PARAMETER;
+        }
+        // SAFETY: non-null, valid for reads by the caller's contract;
+        // copied so the caller may free its tables afterwards.
+        let (config, platform) = unsafe { (config.read_unaligned(), platform.read_unaligned()) };
+        if platform.revision != MM_MP_PLATFORM_REVISION || platform.mm_foundation_entry.is_none() {
+            return Status::INVALID_PARAMETER;
+        }
+        let (settings, layout) = match validate(&config) {
+            Ok(v) => v,
+            Err(e) => return e,
+        };
+        if !settings.bsp_election {
+            // SAFETY: fixed_bsp < number_of_cpus was validated and the
+            // caller's array has number_of_cpus records.
+            let bsp = unsafe {
+                config
+                    .processor_info
+                    .add(settings.fixed_bsp)
+                    .read_unaligned()
+            };
+            if bsp.processor_id == INVALID_APIC_ID {
+                return Status::INVALID_PARAMETER;
+            }
+        }
+        if (buffer as usize) % settings.line != 0 {
+            return Status::INVALID_PARAMETER;
+        }
+        if buffer_size < layout.total {
+            return Status::BUFFER_TOO_SMALL;
+        }
+
+        let base = buffer as *mut u8;
+        // SAFETY (whole block): `base` is valid for `layout.total` bytes
+        // (checked against buffer_size), aligned to the line size; every
+        // offset below comes from `layout`, computed with checked
+        // arithmetic so that each object lies inside the region, aligned
+        // (line-aligned areas, 8-byte token stride, every type's alignment
+        // <= 16 asserted above). `ptr::write` does not read the old bytes.
+        unsafe {
+            let header = Instance {
+                magic: 0,
+                settings,
+                platform,
+                layout,
+                mm_mp: crate::ffi::MM_MP_PROTOCOL_TEMPLATE,
+                startup_procedure: AtomicUsize::new(0),
+                startup_argument: AtomicUsize::new(0),
+            };
+            (base as *mut Instance).write(header);
+            (base.add(layout.arrival) as *mut Semaphore).write(Semaphore::new(0));
+            (base.add(layout.control) as *mut Control).write(Control {
+                bsp_inside: AtomicBool::new(false),
+                all_in_sync: AtomicBool::new(false),
+                all_arrived: AtomicBool::new(false),
+                bsp_index: AtomicU32::new(if settings.bsp_election {
+                    NO_BSP
+                } else {
+                    settings.fixed_bsp as u32
+                }),
+                current_bsp: AtomicUsize::new(usize::MAX),
+                door_count: AtomicU32::new(0),
+            });
+            (base.add(layout.pool) as *mut PoolState).write(PoolState::new());
+            for i in 0..settings.number_of_cpus {
+                let info: ProcessorInformation = config.processor_info.add(i).read_unaligned();
+                (base.add(layout.run.offset + i * layout.run.stride) as *mut Semaphore)
+                    .write(Semaphore::new(0));
+                (base.add(layout.mailbox.offset + i * layout.mailbox.stride) as *mut Mailbox)
+                    .write(Mailbox::new());
+                (base.add(layout.cpu.offset + i * layout.cpu.stride) as *mut CpuState)
+                    .write(CpuState::new(&info));
+            }
+            for i in 0..settings.max_tokens {
+                (base.add(layout.token.offset + i * layout.token.stride) as *mut Token)
+                    .write(Token::new());
+            }
+            let inst = &mut *(base as *mut Instance);
+            inst.mm_mp.attributes = if inst.platform.has_time_source() {
+                crate::efi::MM_MP_TIMEOUT_SUPPORTED
+            } else {
+                0
+            };
+            inst.magic = MAGIC;
+            instance.write(inst);
+        }
+        Status::SUCCESS
+    }
+
+    /// Turn a C instance pointer into a reference, rejecting NULL and
+    /// anything that is not an initialised instance.
+    ///
+    /// # Safety
+    /// A non-null `ptr` must point to readable memory of at least the size
+    /// of the header (an instance returned by `MmMpInitialize`).
+    pub unsafe fn from_ptr<'a>(ptr: *const Instance) -> Option<&'a Instance> {
+        if ptr.is_null() || (ptr as usize) % align_of::<Instance>() != 0 {
+            return None;
+        }
+        // SAFETY: non-null and aligned; readable by the caller's contract.
+        let inst = unsafe { &*ptr };
+        // SAFETY: `magic` is a plain u64 read; volatile so the check is not
+        // folded away on a pointer the compiler believes to be valid.
+        let magic = unsafe { core::ptr::addr_of!(inst.magic).read_volatile() };
+        (magic == MAGIC).then_some(inst)
+    }
+
+    fn base(&self) -> *const u8 {
+        self as *const Instance as *const u8
+    }
+
+    fn at<T>(&self, offset: usize) -> &T {
+        // SAFETY: `offset` is one of the layout's single-object areas
+        // (arrival, control, pool), initialised by `initialize` with a `T`
+        // of the matching type, inside the region this header starts.
+        unsafe { &*(self.base().add(offset) as *const T) }
+    }
+
+    fn array<T>(&self, layout: ArrayLayout) -> Strided<'_, T> {
+        // SAFETY: `layout` is one of the arrays placed and initialised by
+        // `initialize` with elements of type `T`; the region lives as long
+        // as the instance, and every element is only shared (atomics).
+        unsafe { Strided::new(self.base(), layout) }
+    }
+
+    pub fn arrival(&self) -> &Semaphore {
+        self.at(self.layout.arrival)
+    }
+
+    pub fn control(&self) -> &Control {
+        self.at(self.layout.control)
+    }
+
+    pub fn run_sem(&self, cpu: usize) -> Option<&Semaphore> {
+        self.array::<Semaphore>(self.layout.run).get(cpu)
+    }
+
+    pub fn mailbox(&self, cpu: usize) -> Option<&Mailbox> {
+        self.array::<Mailbox>(self.layout.mailbox).get(cpu)
+    }
+
+    pub fn cpu(&self, cpu: usize) -> Option<&CpuState> {
+        self.array::<CpuState>(self.layout.cpu).get(cpu)
+    }
+
+    pub fn cpus(&self) -> Strided<'_, CpuState> {
+        self.array(self.layout.cpu)
+    }
+
+    pub fn tokens(&self) -> TokenPool<'_> {
+        TokenPool {
+            state: self.at(self.layout.pool),
+            tokens: self.array(self.layout.token),
+        }
+    }
+
+    pub fn number_of_cpus(&self) -> usize {
+        self.settings.number_of_cpus
+    }
+
+    /// Whether an SMI is in progress (the BSP is inside; services open).
+    pub fn in_smi(&self) -> bool {
+        // Acquire pairs with the BSP's Release store when it enters: a
+        // caller that sees the SMI also sees its start-of-SMI state.
+        self.control().bsp_inside.load(Ordering::Acquire)
+    }
+
+    /// The BSP of the SMI in progress, `usize::MAX` outside an SMI.
+    pub fn current_bsp(&self) -> usize {
+        // Acquire: pairs with the BSP's Release store at SMI entry/exit.
+        self.control().current_bsp.load(Ordering::Acquire)
+    }
+
+    /// Whether the caller is known not to be the current BSP (SPEC §2: the
+    /// platform's GetApicId tells who calls; without it we cannot tell).
+    pub fn caller_is_ap(&self, bsp: usize) -> bool {
+        match (self.platform.apic_id(), self.cpu(bsp)) {
+            (Some(me), Some(b)) => me != b.apic_id(),
+            _ => false,
+        }
+    }
+
+    /// Send a message to the integrator's log.
+    pub fn log(&self, level: usize, message: &core::ffi::CStr) {
+        self.platform.log(level, message)
+    }
+
+    /// Boolean helper for protocol code.
+    pub fn boolean(b: bool) -> Boolean {
+        Boolean::from(b)
+    }
+}

@@ -1,0 +1,32 @@
+//! mm-mp: the multi-processor core of EDK2's SMM CPU driver as a `no_std`
+//! library with a C API (SPEC §11): EFI_MM_MP_PROTOCOL, the SMI
+//! rendezvous, gMmst->MmStartupThisAp, SmmCpuSyncLib-compatible
+//! semaphores. All state lives in memory the caller supplies.
+//!
+//! Layers (docs/ARCHITECTURE.md): `efi` → `sync` → `memory` → `platform`
+//! → core (`mailbox`, `tokens`, `cpus`, `instance`, `dispatch`,
+//! `rendezvous`) → `ffi`.
+#![no_std]
+#![allow(clippy::missing_safety_doc)]
+
+// Host builds (tests, loom, anything not built with panic = "abort") link
+// std for its panic runtime; firmware builds are pure core.
+#[cfg(any(test, loom, not(panic = "abort")))]
+extern crate std;
+
+pub mod cpus;
+pub mod dispatch;
+pub mod efi;
+#[allow(non_snake_case)]
+pub mod ffi;
+pub mod instance;
+pub mod mailbox;
+pub mod memory;
+pub mod platform;
+pub mod rendezvous;
+pub mod sync;
+pub mod tokens;
+
+pub use efi::Status;
+pub use instance::Instance;
+pub use rendezvous::Poll;

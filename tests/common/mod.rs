@@ -1,0 +1,721 @@
+//! The simulated machine shared by the host tests.
+//!
+//! * CPUs are numbered slots; CPU `i` has APIC ID `apic(i)` (deliberately
+//!   not equal to `i`).
+//! * `GetApicId` answers with the CPU the current thread plays
+//!   (`CURRENT_CPU`), so caller checks work in both modes below.
+//! * Real-thread mode: [`Sim::smi`] runs one thread per arriving CPU, each
+//!   calling `MmMpSmiRendezvous`; `CpuPause` yields.
+//! * Deterministic mode: [`Sim::smi_stepped`] plays every CPU on the test
+//!   thread, calling `rendezvous_step` in the order the test picks; while a
+//!   CPU waits inside a service (blocking dispatch, Wait), `CpuPause` steps
+//!   the other CPUs. Handlers can also step a CPU explicitly
+//!   ([`Sim::step`]) to pick an exact interleaving.
+//! * Time: a manual clock (advanced by the test or by each pause) or none.
+#![allow(dead_code)]
+
+use std::alloc::{alloc_zeroed, dealloc, Layout};
+use std::cell::Cell;
+use std::ffi::c_void;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use mm_mp::efi::{
+    ApProcedure, ApProcedure2, Boolean, CpuPhysicalLocation, ExtendedProcessorInformation,
+    MmCompletion, MmMpProtocol, ProcessorInformation, Status, INVALID_APIC_ID,
+};
+use mm_mp::ffi::*;
+use mm_mp::platform::{MmMpConfig, MmMpPlatform, MM_MP_CONFIG_REVISION, MM_MP_PLATFORM_REVISION};
+use mm_mp::{Instance, Poll};
+
+pub const NONE: usize = usize::MAX;
+
+thread_local! {
+    /// The CPU the current thread is playing.
+    pub static CURRENT_CPU: Cell<usize> = const { Cell::new(NONE) };
+}
+
+pub fn current_cpu() -> usize {
+    CURRENT_CPU.with(|c| c.get())
+}
+
+pub fn apic(cpu: usize) -> u64 {
+    0x100 + cpu as u64 * 2
+}
+
+/// How time behaves.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Clock {
+    /// No time source: no timeouts (EDK2 behaviour).
+    None,
+    /// Ticks advance only when the test (or a pause, by `per_pause`) says so.
+    Manual { per_pause: u64 },
+    /// Real monotonic nanoseconds.
+    Real,
+}
+
+/// Options of a simulated machine.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub cpus: usize,
+    pub tokens: u32,
+    pub line: u32,
+    pub relaxed: bool,
+    pub election: bool,
+    pub fixed_bsp: u32,
+    pub blocking_startup: bool,
+    pub clock: Clock,
+    pub timeout_us: u64,
+    pub empty: Vec<usize>,
+    /// Install a GetApicId hook (caller checks).
+    pub apic_hook: bool,
+}
+
+impl Options {
+    pub fn new(cpus: usize) -> Self {
+        Options {
+            cpus,
+            tokens: 64,
+            line: 64,
+            relaxed: false,
+            election: true,
+            fixed_bsp: 0,
+            blocking_startup: false,
+            clock: Clock::None,
+            timeout_us: 1000,
+            empty: Vec::new(),
+            apic_hook: true,
+        }
+    }
+    pub fn relaxed(mut self, r: bool) -> Self {
+        self.relaxed = r;
+        self
+    }
+    pub fn fixed_bsp(mut self, bsp: u32) -> Self {
+        self.election = false;
+        self.fixed_bsp = bsp;
+        self
+    }
+    pub fn tokens(mut self, n: u32) -> Self {
+        self.tokens = n;
+        self
+    }
+    pub fn clock(mut self, c: Clock) -> Self {
+        self.clock = c;
+        self
+    }
+    pub fn empty(mut self, slots: &[usize]) -> Self {
+        self.empty = slots.to_vec();
+        self
+    }
+    pub fn blocking_startup(mut self, b: bool) -> Self {
+        self.blocking_startup = b;
+        self
+    }
+}
+
+type Handler = Box<dyn Fn(&Sim, usize) + Send + Sync>;
+
+/// Deterministic scheduler state.
+#[derive(Default)]
+struct Sched {
+    /// Stepping order (CPU indices, cycled).
+    order: Vec<usize>,
+    next: usize,
+    done: Vec<bool>,
+    /// CPUs whose step is on the (single) stack right now.
+    active: Vec<usize>,
+    /// Inside a stepped SMI (pause hook steps other CPUs).
+    enabled: bool,
+    /// CPUs the pause hook must not step (a CPU "stuck" elsewhere).
+    frozen: Vec<usize>,
+}
+
+pub struct Sim {
+    pub opts: Options,
+    buf: *mut u8,
+    buf_layout: Layout,
+    pub inst: *mut MmMpInstance,
+    handler: Mutex<Option<Handler>>,
+    pub ticks: AtomicU64,
+    start: std::time::Instant,
+    pub ipis: Mutex<Vec<u64>>,
+    pub logs: Mutex<Vec<String>>,
+    stepping: AtomicBool,
+    pub entries: AtomicUsize,
+    pub exits: AtomicUsize,
+    pub foundation_calls: AtomicUsize,
+    pub smi_valid: AtomicBool,
+    sched: Mutex<Sched>,
+}
+
+// SAFETY (test code): the instance is shared by design; the raw buffer is
+// owned by the Sim and freed in Drop after every thread is joined.
+unsafe impl Sync for Sim {}
+unsafe impl Send for Sim {}
+
+fn sim_of<'a>(ctx: *mut c_void) -> &'a Sim {
+    // SAFETY: every callback gets the context we registered: a live Sim.
+    unsafe { &*(ctx as *const Sim) }
+}
+
+unsafe extern "efiapi" fn cb_ticks(ctx: *mut c_void) -> u64 {
+    let sim = sim_of(ctx);
+    match sim.opts.clock {
+        Clock::Real => sim.start.elapsed().as_nanos() as u64,
+        _ => sim.ticks.load(Ordering::SeqCst),
+    }
+}
+
+unsafe extern "efiapi" fn cb_pause(ctx: *mut c_void) {
+    let sim = sim_of(ctx);
+    if let Clock::Manual { per_pause } = sim.opts.clock {
+        sim.ticks.fetch_add(per_pause, Ordering::SeqCst);
+    }
+    if !sim.step_someone_else() {
+        std::thread::yield_now();
+    }
+}
+
+unsafe extern "efiapi" fn cb_apic(_ctx: *mut c_void) -> u64 {
+    let c = current_cpu();
+    if c == NONE {
+        INVALID_APIC_ID
+    } else {
+        apic(c)
+    }
+}
+
+unsafe extern "efiapi" fn cb_ipi(ctx: *mut c_void, apic_id: u64) {
+    sim_of(ctx).ipis.lock().unwrap().push(apic_id);
+}
+
+unsafe extern "efiapi" fn cb_valid(ctx: *mut c_void) -> Boolean {
+    Boolean::from(sim_of(ctx).smi_valid.load(Ordering::SeqCst))
+}
+
+unsafe extern "efiapi" fn cb_entry(ctx: *mut c_void, _cpu: usize) {
+    sim_of(ctx).entries.fetch_add(1, Ordering::SeqCst);
+}
+
+unsafe extern "efiapi" fn cb_exit(ctx: *mut c_void, _cpu: usize) {
+    sim_of(ctx).exits.fetch_add(1, Ordering::SeqCst);
+}
+
+unsafe extern "efiapi" fn cb_foundation(ctx: *mut c_void, bsp: usize) {
+    let sim = sim_of(ctx);
+    sim.foundation_calls.fetch_add(1, Ordering::SeqCst);
+    let guard = sim.handler.lock().unwrap();
+    if let Some(h) = guard.as_ref() {
+        h(sim, bsp);
+    }
+}
+
+unsafe extern "efiapi" fn cb_log(ctx: *mut c_void, _level: usize, msg: *const std::ffi::c_char) {
+    // SAFETY: the library passes NUL-terminated static strings.
+    let s = unsafe { std::ffi::CStr::from_ptr(msg) }
+        .to_string_lossy()
+        .into_owned();
+    sim_of(ctx).logs.lock().unwrap().push(s);
+}
+
+pub fn processor_table(opts: &Options) -> Vec<ProcessorInformation> {
+    (0..opts.cpus)
+        .map(|i| {
+            let mut p = ProcessorInformation::EMPTY;
+            if !opts.empty.contains(&i) {
+                p.processor_id = apic(i);
+                p.status_flag = 0x6;
+                p.location = CpuPhysicalLocation {
+                    package: 0,
+                    core: i as u32,
+                    thread: 0,
+                };
+                p.extended_information = ExtendedProcessorInformation {
+                    location2: mm_mp::efi::CpuPhysicalLocation2 {
+                        core: i as u32,
+                        ..Default::default()
+                    },
+                };
+            }
+            p
+        })
+        .collect()
+}
+
+pub fn config(opts: &Options, table: &[ProcessorInformation]) -> MmMpConfig {
+    MmMpConfig {
+        revision: MM_MP_CONFIG_REVISION,
+        number_of_cpus: opts.cpus as u32,
+        max_tokens: opts.tokens,
+        cache_line_size: opts.line,
+        sync_mode: opts.relaxed as u32,
+        bsp_index: opts.fixed_bsp,
+        bsp_election: Boolean::from(opts.election),
+        hot_plug_support: Boolean::FALSE,
+        blocking_startup_this_ap: Boolean::from(opts.blocking_startup),
+        configure_mtrrs: Boolean::FALSE,
+        reserved: 0,
+        ap_sync_timeout_us: opts.timeout_us,
+        ap_sync_timeout2_us: opts.timeout_us,
+        processor_info: table.as_ptr(),
+        hot_plug_apic_id: std::ptr::null_mut(),
+    }
+}
+
+pub fn platform(opts: &Options, ctx: *mut c_void) -> MmMpPlatform {
+    MmMpPlatform {
+        revision: MM_MP_PLATFORM_REVISION,
+        reserved: 0,
+        context: ctx,
+        ticks_per_second: if opts.clock == Clock::None {
+            0
+        } else {
+            1_000_000_000
+        },
+        get_ticks: if opts.clock == Clock::None {
+            None
+        } else {
+            Some(cb_ticks)
+        },
+        cpu_pause: Some(cb_pause),
+        get_apic_id: if opts.apic_hook { Some(cb_apic) } else { None },
+        send_smi_ipi: Some(cb_ipi),
+        is_valid_smi: Some(cb_valid),
+        clear_top_level_smi_status: None,
+        bsp_election: None,
+        rendezvous_entry: Some(cb_entry),
+        rendezvous_exit: Some(cb_exit),
+        before_mmi_handler: None,
+        is_sync_always_needed: None,
+        get_smm_delayed_blocked_disabled_count: None,
+        mtrr_save: None,
+        mtrr_replace: None,
+        mtrr_restore: None,
+        mm_foundation_entry: Some(cb_foundation),
+        get_processor_location: None,
+        register_exception_handler: None,
+        fatal: None,
+        log: Some(cb_log),
+    }
+}
+
+impl Sim {
+    pub fn new(opts: Options) -> Box<Sim> {
+        let table = processor_table(&opts);
+        let cfg = config(&opts, &table);
+        let mut size = 0usize;
+        // SAFETY: valid pointers to locals.
+        let st = unsafe { MmMpGetRequiredSize(&cfg, &mut size) };
+        assert_eq!(st, Status::SUCCESS);
+        let line = if opts.line == 0 {
+            64
+        } else {
+            opts.line as usize
+        };
+        let buf_layout = Layout::from_size_align(size, line).unwrap();
+        // SAFETY: non-zero size.
+        let buf = unsafe { alloc_zeroed(buf_layout) };
+        let mut sim = Box::new(Sim {
+            opts: opts.clone(),
+            buf,
+            buf_layout,
+            inst: std::ptr::null_mut(),
+            handler: Mutex::new(None),
+            ticks: AtomicU64::new(1000),
+            start: std::time::Instant::now(),
+            ipis: Mutex::new(Vec::new()),
+            logs: Mutex::new(Vec::new()),
+            stepping: AtomicBool::new(false),
+            entries: AtomicUsize::new(0),
+            exits: AtomicUsize::new(0),
+            foundation_calls: AtomicUsize::new(0),
+            smi_valid: AtomicBool::new(true),
+            sched: Mutex::new(Sched::default()),
+        });
+        let ctx = &*sim as *const Sim as *mut c_void;
+        let plat = platform(&opts, ctx);
+        let mut inst = std::ptr::null_mut();
+        // SAFETY: buffer of the required size, aligned; tables valid.
+        let st = unsafe { MmMpInitialize(buf as *mut c_void, size, &cfg, &plat, &mut inst) };
+        assert_eq!(st, Status::SUCCESS);
+        sim.inst = inst;
+        sim
+    }
+
+    pub fn instance(&self) -> &Instance {
+        // SAFETY: initialised in `new`, lives as long as the Sim.
+        unsafe { Instance::from_ptr(self.inst as *const Instance) }.unwrap()
+    }
+
+    pub fn mp(&self) -> &MmMpProtocol {
+        // SAFETY: valid instance.
+        unsafe { &*MmMpGetMmMpProtocol(self.inst) }
+    }
+
+    pub fn set_handler(&self, h: impl Fn(&Sim, usize) + Send + Sync + 'static) {
+        *self.handler.lock().unwrap() = Some(Box::new(h));
+    }
+
+    pub fn advance(&self, ticks: u64) {
+        self.ticks.fetch_add(ticks, Ordering::SeqCst);
+    }
+
+    // -- real threads ---------------------------------------------------------
+
+    /// One SMI on real threads: every CPU in `cpus` enters (all at once).
+    pub fn smi(&self, cpus: &[usize]) {
+        std::thread::scope(|s| {
+            for &c in cpus {
+                s.spawn(move || {
+                    CURRENT_CPU.with(|cc| cc.set(c));
+                    // SAFETY: valid instance.
+                    unsafe { MmMpSmiRendezvous(self.inst, c) };
+                    CURRENT_CPU.with(|cc| cc.set(NONE));
+                });
+            }
+        });
+    }
+
+    /// One SMI where every non-empty slot enters.
+    pub fn smi_all(&self) {
+        let cpus: Vec<usize> = (0..self.opts.cpus)
+            .filter(|c| !self.opts.empty.contains(c))
+            .collect();
+        self.smi(&cpus);
+    }
+
+    // -- deterministic stepping --------------------------------------------------
+
+    /// Step CPU `cpu` once on this thread; returns whether it left SMM.
+    pub fn step(&self, cpu: usize) -> bool {
+        {
+            let mut s = self.sched.lock().unwrap();
+            assert!(
+                !s.active.contains(&cpu),
+                "CPU {cpu} is already on the stack"
+            );
+            s.active.push(cpu);
+        }
+        let prev = CURRENT_CPU.with(|c| c.replace(cpu));
+        let ready = self.instance().rendezvous_step(cpu) == Poll::Ready;
+        CURRENT_CPU.with(|c| c.set(prev));
+        let mut s = self.sched.lock().unwrap();
+        s.active.retain(|&c| c != cpu);
+        if ready && cpu < s.done.len() {
+            s.done[cpu] = true;
+        }
+        ready
+    }
+
+    /// Called from the pause hook: step the next runnable CPU of the order.
+    fn step_someone_else(&self) -> bool {
+        if !self.stepping.load(Ordering::SeqCst) {
+            return false;
+        }
+        let pick = {
+            let mut s = self.sched.lock().unwrap();
+            if !s.enabled || s.order.is_empty() {
+                return false;
+            }
+            let n = s.order.len();
+            let mut pick = None;
+            for k in 0..n {
+                let c = s.order[(s.next + k) % n];
+                if !s.done[c] && !s.active.contains(&c) && !s.frozen.contains(&c) {
+                    pick = Some(c);
+                    s.next = (s.next + k + 1) % n;
+                    break;
+                }
+            }
+            pick
+        };
+        match pick {
+            Some(c) => {
+                self.step(c);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// One SMI played on this thread, CPUs stepped round-robin in `order`
+    /// (CPUs not in `order` never arrive). Panics after `limit` rounds.
+    pub fn smi_stepped(&self, order: &[usize]) {
+        {
+            let mut s = self.sched.lock().unwrap();
+            s.order = order.to_vec();
+            s.next = 0;
+            s.done = vec![false; self.opts.cpus];
+            s.active.clear();
+            s.enabled = true;
+        }
+        self.stepping.store(true, Ordering::SeqCst);
+        let mut rounds = 0;
+        loop {
+            let all_done = {
+                let s = self.sched.lock().unwrap();
+                order.iter().all(|&c| s.done[c])
+            };
+            if all_done {
+                break;
+            }
+            rounds += 1;
+            assert!(rounds < 1_000_000, "stepped SMI did not finish");
+            for &c in order {
+                let skip = self.sched.lock().unwrap().done[c];
+                if !skip {
+                    self.step(c);
+                }
+            }
+            if let Clock::Manual { per_pause } = self.opts.clock {
+                self.advance(per_pause);
+            }
+        }
+        self.sched.lock().unwrap().enabled = false;
+        self.stepping.store(false, Ordering::SeqCst);
+    }
+
+    /// Keep the pause hook from stepping `cpu` (or allow it again).
+    pub fn freeze(&self, cpu: usize, frozen: bool) {
+        let mut s = self.sched.lock().unwrap();
+        s.frozen.retain(|&c| c != cpu);
+        if frozen {
+            s.frozen.push(cpu);
+        }
+    }
+
+    /// Run `f` as if CPU `cpu` were calling (GetApicId answers for it).
+    pub fn as_cpu<R>(&self, cpu: usize, f: impl FnOnce() -> R) -> R {
+        let prev = CURRENT_CPU.with(|c| c.replace(cpu));
+        let r = f();
+        CURRENT_CPU.with(|c| c.set(prev));
+        r
+    }
+
+    /// Pause until `cond` holds, stepping other CPUs (deterministic mode).
+    pub fn pump_until(&self, mut cond: impl FnMut() -> bool) {
+        for _ in 0..1_000_000 {
+            if cond() {
+                return;
+            }
+            // SAFETY: context is this Sim.
+            unsafe { cb_pause(self as *const Sim as *mut c_void) };
+        }
+        panic!("condition never held");
+    }
+
+    // -- protocol calls through the C ABI -------------------------------------
+
+    pub fn dispatch(
+        &self,
+        p: ApProcedure2,
+        cpu: usize,
+        timeout: usize,
+        arg: *mut c_void,
+        token: Option<&mut MmCompletion>,
+        status: Option<&mut Status>,
+    ) -> Status {
+        let mp = self.mp();
+        // SAFETY: calling our own protocol with valid or NULL pointers.
+        unsafe {
+            (mp.dispatch_procedure)(
+                mp,
+                p,
+                cpu,
+                timeout,
+                arg,
+                token.map_or(std::ptr::null_mut(), |t| t as *mut _),
+                status.map_or(std::ptr::null_mut(), |s| s as *mut _),
+            )
+        }
+    }
+
+    pub fn broadcast(
+        &self,
+        p: ApProcedure2,
+        timeout: usize,
+        arg: *mut c_void,
+        token: Option<&mut MmCompletion>,
+        status: Option<&mut [Status]>,
+    ) -> Status {
+        let mp = self.mp();
+        // SAFETY: calling our own protocol with valid or NULL pointers.
+        unsafe {
+            (mp.broadcast_procedure)(
+                mp,
+                p,
+                timeout,
+                arg,
+                token.map_or(std::ptr::null_mut(), |t| t as *mut _),
+                status.map_or(std::ptr::null_mut(), |s| s.as_mut_ptr()),
+            )
+        }
+    }
+
+    pub fn check(&self, token: MmCompletion) -> Status {
+        let mp = self.mp();
+        // SAFETY: our protocol.
+        unsafe { (mp.check_for_procedure)(mp, token) }
+    }
+
+    pub fn wait(&self, token: MmCompletion) -> Status {
+        let mp = self.mp();
+        // SAFETY: our protocol.
+        unsafe { (mp.wait_for_procedure)(mp, token) }
+    }
+
+    pub fn token_result(&self, token: MmCompletion) -> (Status, Status) {
+        let mut r = Status(0x5a5a);
+        // SAFETY: valid instance and out-pointer.
+        let st = unsafe { MmMpGetTokenResult(self.inst, token, &mut r) };
+        (st, r)
+    }
+
+    pub fn startup_this_ap(&self, p: ApProcedure, cpu: usize, arg: *mut c_void) -> Status {
+        // SAFETY: valid instance.
+        unsafe { MmMpStartupThisAp(self.inst, p, cpu, arg) }
+    }
+
+    pub fn blocking_startup_this_ap(&self, p: ApProcedure, cpu: usize, arg: *mut c_void) -> Status {
+        // SAFETY: valid instance.
+        unsafe { MmMpBlockingStartupThisAp(self.inst, p, cpu, arg) }
+    }
+
+    pub fn set_startup(&self, p: ApProcedure, arg: *mut c_void) -> Status {
+        let mp = self.mp();
+        // SAFETY: our protocol.
+        unsafe { (mp.set_startup_procedure)(mp, p, arg) }
+    }
+
+    pub fn number_of_processors(&self) -> (Status, usize) {
+        let mp = self.mp();
+        let mut n = 0usize;
+        // SAFETY: our protocol.
+        let st = unsafe { (mp.get_number_of_processors)(mp, &mut n) };
+        (st, n)
+    }
+
+    pub fn current_bsp(&self) -> usize {
+        // SAFETY: valid instance.
+        unsafe { MmMpGetCurrentBsp(self.inst) }
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this layout; no thread uses it now.
+        unsafe { dealloc(self.buf, self.buf_layout) }
+    }
+}
+
+// -- procedures ----------------------------------------------------------------
+
+/// Shared record of what procedures did: per-CPU run counts.
+pub struct Record {
+    pub runs: Vec<AtomicUsize>,
+    pub ret: AtomicUsize,
+    pub gate: AtomicBool,
+}
+
+impl Record {
+    pub fn new(cpus: usize) -> Box<Record> {
+        Box::new(Record {
+            runs: (0..cpus).map(|_| AtomicUsize::new(0)).collect(),
+            ret: AtomicUsize::new(0),
+            gate: AtomicBool::new(true),
+        })
+    }
+    pub fn arg(&self) -> *mut c_void {
+        self as *const Record as *mut c_void
+    }
+    pub fn runs(&self) -> Vec<usize> {
+        self.runs.iter().map(|r| r.load(Ordering::SeqCst)).collect()
+    }
+    pub fn total(&self) -> usize {
+        self.runs().iter().sum()
+    }
+}
+
+fn record_of<'a>(arg: *mut c_void) -> &'a Record {
+    // SAFETY: tests pass a live Record as the argument.
+    unsafe { &*(arg as *const Record) }
+}
+
+/// Counts a run on the current CPU, returns `Record::ret`.
+pub unsafe extern "efiapi" fn proc_count(arg: *mut c_void) -> Status {
+    let r = record_of(arg);
+    r.runs[current_cpu()].fetch_add(1, Ordering::SeqCst);
+    Status(r.ret.load(Ordering::SeqCst))
+}
+
+/// Returns EFI_DEVICE_ERROR on odd CPUs, success on even ones.
+pub unsafe extern "efiapi" fn proc_fail_odd(arg: *mut c_void) -> Status {
+    let r = record_of(arg);
+    let c = current_cpu();
+    r.runs[c].fetch_add(1, Ordering::SeqCst);
+    if c % 2 == 1 {
+        Status::DEVICE_ERROR
+    } else {
+        Status::SUCCESS
+    }
+}
+
+/// Spins (yielding) until the record's gate opens, then counts.
+pub unsafe extern "efiapi" fn proc_gated(arg: *mut c_void) -> Status {
+    let r = record_of(arg);
+    while !r.gate.load(Ordering::SeqCst) {
+        std::thread::yield_now();
+    }
+    r.runs[current_cpu()].fetch_add(1, Ordering::SeqCst);
+    Status::SUCCESS
+}
+
+/// Old-style void procedure: counts a run.
+pub unsafe extern "efiapi" fn legacy_count(arg: *mut c_void) {
+    let r = record_of(arg);
+    r.runs[current_cpu()].fetch_add(1, Ordering::SeqCst);
+}
+
+pub fn p2(f: unsafe extern "efiapi" fn(*mut c_void) -> Status) -> ApProcedure2 {
+    Some(f)
+}
+
+pub fn p1(f: unsafe extern "efiapi" fn(*mut c_void)) -> ApProcedure {
+    Some(f)
+}
+
+pub const NULL_TOKEN: MmCompletion = std::ptr::null_mut();
+
+/// Collects expectation failures inside callbacks (a panic there would
+/// abort the process: callbacks are `extern "efiapi"`, which cannot unwind).
+#[derive(Default)]
+pub struct Checks {
+    failures: Mutex<Vec<String>>,
+    count: AtomicUsize,
+}
+
+impl Checks {
+    pub fn new() -> std::sync::Arc<Checks> {
+        std::sync::Arc::new(Checks::default())
+    }
+    pub fn eq<T: PartialEq + std::fmt::Debug>(&self, what: &str, got: T, want: T) {
+        self.count.fetch_add(1, Ordering::SeqCst);
+        if got != want {
+            self.failures
+                .lock()
+                .unwrap()
+                .push(format!("{what}: got {got:?}, want {want:?}"));
+        }
+    }
+    pub fn that(&self, what: &str, cond: bool) {
+        self.eq(what, cond, true)
+    }
+    /// Asserts no failure and that at least `min` checks ran.
+    pub fn assert_ok(&self, min: usize) {
+        let f = self.failures.lock().unwrap();
+        assert!(f.is_empty(), "{} failed checks:\n{}", f.len(), f.join("\n"));
+        let n = self.count.load(Ordering::SeqCst);
+        assert!(n >= min, "only {n} checks ran, expected at least {min}");
+    }
+}

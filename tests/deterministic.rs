@@ -1,0 +1,745 @@
+//! Deterministic tests: one thread plays every CPU, stepping each one's
+//! rendezvous state machine in the order the test picks (SPEC §10.4 and
+//! every [DIFF] of SPEC §2).
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use common::*;
+use mm_mp::efi::{MmCompletion, Status, MM_MP_TIMEOUT_SUPPORTED};
+
+fn arc_record(n: usize) -> Arc<Record> {
+    Arc::from(Record::new(n))
+}
+
+fn arg(r: &Arc<Record>) -> *mut std::ffi::c_void {
+    Arc::as_ptr(r) as *mut std::ffi::c_void
+}
+
+/// SPEC §10.4: Dispatch(AP1,&A); Dispatch(AP2,&B); Dispatch(AP3,&C);
+/// Check(A) must find A; checks in any order.
+#[test]
+fn scenario_10_4_several_tokens_checked_in_any_order() {
+    let sim = Sim::new(Options::new(4));
+    let rec = arc_record(4);
+    let checks = Checks::new();
+    let (r, c) = (rec.clone(), checks.clone());
+    sim.set_handler(move |sim, bsp| {
+        c.eq("bsp", bsp, 0);
+        let (mut a, mut b, mut t3): (MmCompletion, MmCompletion, MmCompletion) =
+            (NULL_TOKEN, NULL_TOKEN, NULL_TOKEN);
+        let mut sa = Status(0);
+        let mut sb = Status(0);
+        let mut sc = Status(0);
+        c.eq(
+            "dispatch A",
+            sim.dispatch(p2(proc_count), 1, 0, arg(&r), Some(&mut a), Some(&mut sa)),
+            Status::SUCCESS,
+        );
+        c.eq(
+            "dispatch B",
+            sim.dispatch(p2(proc_count), 2, 0, arg(&r), Some(&mut b), Some(&mut sb)),
+            Status::SUCCESS,
+        );
+        c.eq(
+            "dispatch C",
+            sim.dispatch(p2(proc_count), 3, 0, arg(&r), Some(&mut t3), Some(&mut sc)),
+            Status::SUCCESS,
+        );
+        c.that(
+            "handles distinct and non-null",
+            !a.is_null() && a != b && b != t3 && a != t3,
+        );
+        c.eq("CPUStatus A before start", sa, Status::NOT_READY);
+        c.eq(
+            "Check(A) before any AP ran",
+            sim.check(a),
+            Status::NOT_READY,
+        );
+        c.eq(
+            "Check(C) before any AP ran",
+            sim.check(t3),
+            Status::NOT_READY,
+        );
+        sim.step(3);
+        c.eq("Check(C) after AP3 ran", sim.check(t3), Status::SUCCESS);
+        c.eq("CPUStatus C", sc, Status::SUCCESS);
+        c.eq("Check(A) still running", sim.check(a), Status::NOT_READY);
+        sim.step(1);
+        c.eq("Check(A) after AP1 ran", sim.check(a), Status::SUCCESS);
+        c.eq("Check(A) again", sim.check(a), Status::SUCCESS);
+        c.eq("Wait(B) pumps AP2", sim.wait(b), Status::SUCCESS);
+        c.eq("CPUStatus B", sb, Status::SUCCESS);
+        c.eq("runs", r.runs(), vec![0, 1, 1, 1]);
+    });
+    sim.smi_stepped(&[0, 1, 2, 3]);
+    checks.assert_ok(14);
+    assert_eq!(sim.foundation_calls.load(Ordering::SeqCst), 1);
+}
+
+/// [DIFF] §2: services outside an SMI → EFI_NOT_READY (EDK2 hangs or
+/// corrupts state); Check/Wait find no live token.
+#[test]
+fn services_outside_smi_are_not_ready() {
+    let sim = Sim::new(Options::new(4));
+    let rec = arc_record(4);
+    let mut t: MmCompletion = NULL_TOKEN;
+    let mut st = [Status(7); 4];
+    assert_eq!(
+        sim.dispatch(p2(proc_count), 1, 0, arg(&rec), None, None),
+        Status::NOT_READY
+    );
+    assert_eq!(
+        sim.dispatch(p2(proc_count), 1, 0, arg(&rec), Some(&mut t), None),
+        Status::NOT_READY
+    );
+    assert!(t.is_null(), "token not written");
+    assert_eq!(
+        sim.broadcast(p2(proc_count), 0, arg(&rec), None, Some(&mut st)),
+        Status::NOT_READY
+    );
+    assert_eq!(st, [Status(7); 4], "status array not written");
+    assert_eq!(
+        sim.startup_this_ap(p1(legacy_count), 1, arg(&rec)),
+        Status::NOT_READY
+    );
+    assert_eq!(
+        sim.blocking_startup_this_ap(p1(legacy_count), 1, arg(&rec)),
+        Status::NOT_READY
+    );
+    assert_eq!(
+        sim.check(0x1000_0001usize as MmCompletion),
+        Status::NOT_FOUND
+    );
+    assert_eq!(
+        sim.wait(0x1000_0001usize as MmCompletion),
+        Status::NOT_FOUND
+    );
+    assert_eq!(sim.number_of_processors(), (Status::SUCCESS, 4));
+    assert_eq!(sim.set_startup(None, std::ptr::null_mut()), Status::SUCCESS);
+    assert_eq!(sim.current_bsp(), usize::MAX);
+    assert_eq!(rec.total(), 0);
+}
+
+/// [DIFF] §2: a call made from an AP (identified through GetApicId) →
+/// EFI_INVALID_PARAMETER, nothing started.
+#[test]
+fn calls_from_an_ap_are_rejected() {
+    let sim = Sim::new(Options::new(3));
+    let rec = arc_record(3);
+    let checks = Checks::new();
+    let (r, c) = (rec.clone(), checks.clone());
+    sim.set_handler(move |sim, _bsp| {
+        sim.as_cpu(1, || {
+            c.eq(
+                "dispatch from AP",
+                sim.dispatch(p2(proc_count), 2, 0, arg(&r), None, None),
+                Status::INVALID_PARAMETER,
+            );
+            c.eq(
+                "broadcast from AP",
+                sim.broadcast(p2(proc_count), 0, arg(&r), None, None),
+                Status::INVALID_PARAMETER,
+            );
+            c.eq(
+                "startup from AP",
+                sim.startup_this_ap(p1(legacy_count), 2, arg(&r)),
+                Status::INVALID_PARAMETER,
+            );
+        });
+        c.eq("nothing ran", r.total(), 0);
+        c.eq(
+            "from the BSP it works",
+            sim.dispatch(p2(proc_count), 2, 0, arg(&r), None, None),
+            Status::SUCCESS,
+        );
+    });
+    sim.smi_stepped(&[0, 1, 2]);
+    checks.assert_ok(5);
+    assert_eq!(rec.runs(), vec![0, 0, 1]);
+}
+
+/// [DIFF] §2.2/§2.3: *Token holding a running call → EFI_ALREADY_STARTED.
+#[test]
+fn live_token_is_already_started() {
+    let sim = Sim::new(Options::new(4));
+    let rec = arc_record(4);
+    let checks = Checks::new();
+    let (r, c) = (rec.clone(), checks.clone());
+    sim.set_handler(move |sim, _| {
+        let mut t: MmCompletion = NULL_TOKEN;
+        c.eq(
+            "first",
+            sim.dispatch(p2(proc_count), 1, 0, arg(&r), Some(&mut t), None),
+            Status::SUCCESS,
+        );
+        let first = t;
+        c.eq(
+            "dispatch reusing live token",
+            sim.dispatch(p2(proc_count), 2, 0, arg(&r), Some(&mut t), None),
+            Status::ALREADY_STARTED,
+        );
+        c.eq(
+            "broadcast reusing live token",
+            sim.broadcast(p2(proc_count), 0, arg(&r), Some(&mut t), None),
+            Status::ALREADY_STARTED,
+        );
+        c.eq("token unchanged", t, first);
+        sim.step(1);
+        c.eq(
+            "finished token may be reused",
+            sim.dispatch(p2(proc_count), 2, 0, arg(&r), Some(&mut t), None),
+            Status::SUCCESS,
+        );
+        c.that("new handle", t != first);
+        c.eq("wait", sim.wait(t), Status::SUCCESS);
+    });
+    sim.smi_stepped(&[0, 1, 2, 3]);
+    checks.assert_ok(7);
+    assert_eq!(rec.runs(), vec![0, 1, 1, 0]);
+}
+
+/// [DIFF] §2.2/§2.3: a busy AP → EFI_NOT_READY (EDK2 spins), nothing changed.
+#[test]
+fn busy_ap_is_not_ready_and_nothing_changes() {
+    let sim = Sim::new(Options::new(4));
+    let rec = arc_record(4);
+    let checks = Checks::new();
+    let (r, c) = (rec.clone(), checks.clone());
+    sim.set_handler(move |sim, _| {
+        let mut a: MmCompletion = NULL_TOKEN;
+        c.eq(
+            "A",
+            sim.dispatch(p2(proc_count), 1, 0, arg(&r), Some(&mut a), None),
+            Status::SUCCESS,
+        );
+        let in_use = sim.instance().tokens().in_use();
+        let mut b: MmCompletion = NULL_TOKEN;
+        let mut sb = Status(0x77);
+        c.eq(
+            "second to busy AP",
+            sim.dispatch(p2(proc_count), 1, 0, arg(&r), Some(&mut b), Some(&mut sb)),
+            Status::NOT_READY,
+        );
+        c.eq(
+            "blocking to busy AP",
+            sim.dispatch(p2(proc_count), 1, 0, arg(&r), None, None),
+            Status::NOT_READY,
+        );
+        c.eq("token untouched", b, NULL_TOKEN);
+        c.eq("status untouched", sb, Status(0x77));
+        let mut st = [Status(0x55); 4];
+        let mut t: MmCompletion = NULL_TOKEN;
+        c.eq(
+            "broadcast with a busy AP",
+            sim.broadcast(p2(proc_count), 0, arg(&r), Some(&mut t), Some(&mut st)),
+            Status::NOT_READY,
+        );
+        c.eq("status array untouched", st, [Status(0x55); 4]);
+        c.eq("no token taken", sim.instance().tokens().in_use(), in_use);
+        c.eq(
+            "AP2 not claimed: blocking works",
+            sim.dispatch(p2(proc_count), 2, 0, arg(&r), None, None),
+            Status::SUCCESS,
+        );
+        c.eq("wait A", sim.wait(a), Status::SUCCESS);
+        c.eq(
+            "AP1 free again",
+            sim.dispatch(p2(proc_count), 1, 0, arg(&r), None, None),
+            Status::SUCCESS,
+        );
+    });
+    sim.smi_stepped(&[0, 1, 2, 3]);
+    checks.assert_ok(10);
+    assert_eq!(rec.runs(), vec![0, 2, 1, 0]);
+}
+
+/// [DIFF] §2.2/§3: no token free → EFI_OUT_OF_RESOURCES (EDK2 dereferences
+/// NULL); a completed token is recycled only once its completion was seen.
+#[test]
+fn token_exhaustion_and_recycling() {
+    let sim = Sim::new(Options::new(4).tokens(2));
+    let rec = arc_record(4);
+    let checks = Checks::new();
+    let (r, c) = (rec.clone(), checks.clone());
+    sim.set_handler(move |sim, _| {
+        let (mut a, mut b, mut t3) = (NULL_TOKEN, NULL_TOKEN, NULL_TOKEN);
+        c.eq(
+            "A",
+            sim.dispatch(p2(proc_count), 1, 0, arg(&r), Some(&mut a), None),
+            Status::SUCCESS,
+        );
+        c.eq(
+            "B",
+            sim.dispatch(p2(proc_count), 2, 0, arg(&r), Some(&mut b), None),
+            Status::SUCCESS,
+        );
+        c.eq(
+            "C: pool exhausted",
+            sim.dispatch(p2(proc_count), 3, 0, arg(&r), Some(&mut t3), None),
+            Status::OUT_OF_RESOURCES,
+        );
+        c.eq("C: token untouched", t3, NULL_TOKEN);
+        sim.step(1);
+        c.eq(
+            "A done but not observed: still exhausted",
+            sim.dispatch(p2(proc_count), 3, 0, arg(&r), Some(&mut t3), None),
+            Status::OUT_OF_RESOURCES,
+        );
+        c.eq(
+            "broadcast: busy AP2 is checked before the pool",
+            sim.broadcast(p2(proc_count), 0, arg(&r), Some(&mut t3), None),
+            Status::NOT_READY,
+        );
+        sim.step(2);
+        c.eq(
+            "broadcast: out of resources",
+            sim.broadcast(p2(proc_count), 0, arg(&r), Some(&mut t3), None),
+            Status::OUT_OF_RESOURCES,
+        );
+        c.eq(
+            "AP3 was not left claimed",
+            sim.dispatch(p2(proc_count), 3, 0, arg(&r), None, None),
+            Status::SUCCESS,
+        );
+        c.eq("Check(A)", sim.check(a), Status::SUCCESS);
+        c.eq(
+            "C after A observed",
+            sim.dispatch(p2(proc_count), 3, 0, arg(&r), Some(&mut t3), None),
+            Status::SUCCESS,
+        );
+        c.eq("A's handle is stale now", sim.check(a), Status::NOT_FOUND);
+        c.eq("B still valid", sim.wait(b), Status::SUCCESS);
+        c.eq("C valid", sim.wait(t3), Status::SUCCESS);
+        // A long dispatch-then-wait loop never runs out (SPEC §3).
+        for i in 0..50 {
+            let mut t = NULL_TOKEN;
+            c.eq(
+                &format!("loop {i}"),
+                sim.dispatch(p2(proc_count), 1 + i % 3, 0, arg(&r), Some(&mut t), None),
+                Status::SUCCESS,
+            );
+            c.eq(&format!("loop wait {i}"), sim.wait(t), Status::SUCCESS);
+        }
+    });
+    sim.smi_stepped(&[0, 1, 2, 3]);
+    checks.assert_ok(113);
+    assert_eq!(rec.total(), 4 + 50);
+}
+
+/// [DIFF] §2.3 step 4: one snapshot of the present APs. In relaxed mode an
+/// AP that arrives during a broadcast is not part of it and is not released
+/// with a stale mailbox.
+#[test]
+fn broadcast_uses_one_snapshot_in_relaxed_mode() {
+    let sim = Sim::new(Options::new(4).relaxed(true));
+    let rec = arc_record(4);
+    let checks = Checks::new();
+    let (r, c) = (rec.clone(), checks.clone());
+    sim.set_handler(move |sim, bsp| {
+        c.eq("BSP", bsp, 0);
+        sim.step(1); // AP1 arrives and enters its dispatch loop
+        let mut st = [Status(0x33); 4];
+        let mut t = NULL_TOKEN;
+        c.eq(
+            "broadcast",
+            sim.broadcast(p2(proc_count), 0, arg(&r), Some(&mut t), Some(&mut st)),
+            Status::SUCCESS,
+        );
+        c.eq(
+            "status array",
+            st,
+            [
+                Status::NOT_STARTED,
+                Status::NOT_READY,
+                Status::NOT_STARTED,
+                Status::NOT_STARTED,
+            ],
+        );
+        sim.step(2); // AP2 arrives mid-call
+        sim.step(2);
+        c.eq("AP2 ran nothing", r.runs()[2], 0);
+        c.eq("not done yet", sim.check(t), Status::NOT_READY);
+        sim.step(1);
+        c.eq("done", sim.check(t), Status::SUCCESS);
+        c.eq(
+            "statuses",
+            st,
+            [
+                Status::NOT_STARTED,
+                Status::SUCCESS,
+                Status::NOT_STARTED,
+                Status::NOT_STARTED,
+            ],
+        );
+        c.eq("runs", r.runs(), vec![0, 1, 0, 0]);
+        // A new broadcast now includes AP2.
+        c.eq(
+            "second broadcast",
+            sim.broadcast(p2(proc_count), 0, arg(&r), None, None),
+            Status::SUCCESS,
+        );
+        c.eq("runs after", r.runs(), vec![0, 2, 1, 0]);
+    });
+    sim.smi_stepped(&[0, 1, 2]);
+    checks.assert_ok(9);
+}
+
+/// [DIFF] §2.3: CPUStatus NULL → no status written anywhere (EDK2 leaves a
+/// stale pointer in the mailbox and the AP writes through it).
+#[test]
+fn broadcast_without_status_array_writes_nothing() {
+    let sim = Sim::new(Options::new(4));
+    let rec = arc_record(4);
+    let checks = Checks::new();
+    let (r, c) = (rec.clone(), checks.clone());
+    sim.set_handler(move |sim, _| {
+        let mut st = [Status(1); 4];
+        c.eq(
+            "first",
+            sim.broadcast(p2(proc_fail_odd), 0, arg(&r), None, Some(&mut st)),
+            Status::SUCCESS,
+        );
+        c.eq(
+            "statuses",
+            st,
+            [
+                Status::NOT_STARTED,
+                Status::DEVICE_ERROR,
+                Status::SUCCESS,
+                Status::DEVICE_ERROR,
+            ],
+        );
+        let mut st2 = [Status(0x99); 4];
+        st = st2;
+        c.eq(
+            "second, NULL status",
+            sim.broadcast(p2(proc_count), 0, arg(&r), None, None),
+            Status::SUCCESS,
+        );
+        let mut d = Status(0x42);
+        c.eq(
+            "dispatch with status",
+            sim.dispatch(p2(proc_count), 1, 0, arg(&r), None, Some(&mut d)),
+            Status::SUCCESS,
+        );
+        c.eq("dispatch status", d, Status::SUCCESS);
+        c.eq(
+            "dispatch without status",
+            sim.dispatch(p2(proc_fail_odd), 1, 0, arg(&r), None, None),
+            Status::SUCCESS,
+        );
+        c.eq("old arrays untouched", st, [Status(0x99); 4]);
+        c.eq("old dispatch status untouched", d, Status::SUCCESS);
+        st2[0] = Status(0);
+        c.eq("st2", st2[0], Status(0));
+    });
+    sim.smi_stepped(&[0, 1, 2, 3]);
+    checks.assert_ok(8);
+}
+
+/// [DIFF] §2.7: with a time source, a blocking call past its deadline →
+/// EFI_TIMEOUT with CPUStatus EFI_TIMEOUT; the AP stays busy; a procedure
+/// that had not started does not run later.
+#[test]
+fn blocking_dispatch_times_out_and_ap_stays_busy() {
+    let sim = Sim::new(Options::new(3).clock(Clock::Manual { per_pause: 1_000 }));
+    assert_eq!(
+        sim.mp().attributes & MM_MP_TIMEOUT_SUPPORTED,
+        MM_MP_TIMEOUT_SUPPORTED
+    );
+    let rec = arc_record(3);
+    let checks = Checks::new();
+    let (r, c) = (rec.clone(), checks.clone());
+    sim.set_handler(move |sim, _| {
+        sim.freeze(1, true); // AP1 does not get to run
+        let mut s = Status(0);
+        c.eq(
+            "blocking, 50 us",
+            sim.dispatch(p2(proc_count), 1, 50, arg(&r), None, Some(&mut s)),
+            Status::TIMEOUT,
+        );
+        c.eq("CPUStatus", s, Status::TIMEOUT);
+        c.eq(
+            "AP1 still busy",
+            sim.dispatch(p2(proc_count), 1, 0, arg(&r), None, None),
+            Status::NOT_READY,
+        );
+        sim.freeze(1, false);
+        sim.step(1); // AP1 finally looks at its mailbox: abandoned, so it does not run it
+        c.eq("abandoned call never ran", r.runs()[1], 0);
+        c.eq("status not overwritten", s, Status::TIMEOUT);
+        c.eq(
+            "AP1 free again",
+            sim.dispatch(p2(proc_count), 1, 0, arg(&r), None, Some(&mut s)),
+            Status::SUCCESS,
+        );
+        c.eq("status", s, Status::SUCCESS);
+        // Broadcast with a deadline: AP2 frozen, AP1 runs.
+        sim.freeze(2, true);
+        let mut st = [Status(0); 3];
+        c.eq(
+            "broadcast times out",
+            sim.broadcast(p2(proc_count), 20, arg(&r), None, Some(&mut st)),
+            Status::TIMEOUT,
+        );
+        c.eq(
+            "statuses",
+            st,
+            [Status::NOT_STARTED, Status::SUCCESS, Status::TIMEOUT],
+        );
+        sim.freeze(2, false);
+    });
+    sim.smi_stepped(&[0, 1, 2]);
+    checks.assert_ok(9);
+    assert_eq!(rec.runs(), vec![0, 2, 0]);
+}
+
+static mut LATE_SIM: *const Sim = std::ptr::null();
+static mut LATE_TOKEN: MmCompletion = std::ptr::null_mut();
+static mut LATE_CHECK: Status = Status(0);
+
+/// Runs on AP1: time passes, the BSP checks (and times the call out)
+/// while this procedure is still running; then it returns an error that
+/// must be discarded.
+unsafe extern "efiapi" fn proc_outlives_deadline(_arg: *mut std::ffi::c_void) -> Status {
+    // SAFETY: set by the test before the SMI, single-threaded test.
+    let sim = unsafe { &*LATE_SIM };
+    sim.advance(1_000_000);
+    // SAFETY: as above.
+    let token = unsafe { LATE_TOKEN };
+    let st = sim.as_cpu(0, || sim.check(token));
+    // SAFETY: as above.
+    unsafe { LATE_CHECK = st };
+    Status::DEVICE_ERROR
+}
+
+/// [DIFF] §2.7: a non-blocking call whose AP returns after the deadline:
+/// Check reports EFI_TIMEOUT and the late status is discarded.
+#[test]
+fn late_result_is_discarded_after_timeout() {
+    let sim = Sim::new(Options::new(2).clock(Clock::Manual { per_pause: 0 }));
+    // SAFETY: single-threaded deterministic test; the Sim outlives the SMI.
+    unsafe { LATE_SIM = &*sim };
+    let checks = Checks::new();
+    let c = checks.clone();
+    sim.set_handler(move |sim, _| {
+        let mut t = NULL_TOKEN;
+        let mut s = Status(0);
+        c.eq(
+            "dispatch",
+            sim.dispatch(
+                p2(proc_outlives_deadline),
+                1,
+                100,
+                std::ptr::null_mut(),
+                Some(&mut t),
+                Some(&mut s),
+            ),
+            Status::SUCCESS,
+        );
+        // SAFETY: single-threaded.
+        unsafe { LATE_TOKEN = t };
+        sim.step(1);
+        // SAFETY: single-threaded.
+        c.eq(
+            "Check inside the procedure",
+            unsafe { LATE_CHECK },
+            Status::TIMEOUT,
+        );
+        c.eq("late status discarded", s, Status::TIMEOUT);
+        c.eq("Check after", sim.check(t), Status::TIMEOUT);
+        c.eq("Wait after", sim.wait(t), Status::TIMEOUT);
+        c.eq(
+            "result",
+            sim.token_result(t),
+            (Status::SUCCESS, Status::TIMEOUT),
+        );
+        let rec = Record::new(2);
+        c.eq(
+            "AP free after its procedure returned",
+            sim.dispatch(p2(proc_count), 1, 0, rec.arg(), None, None),
+            Status::SUCCESS,
+        );
+        c.eq("it ran", rec.runs(), vec![0, 1]);
+    });
+    sim.smi_stepped(&[0, 1]);
+    checks.assert_ok(7);
+}
+
+/// §2.7: without a time source a non-zero timeout is invalid (EDK2).
+#[test]
+fn no_time_source_no_timeouts() {
+    let sim = Sim::new(Options::new(2));
+    assert_eq!(sim.mp().attributes & MM_MP_TIMEOUT_SUPPORTED, 0);
+    let rec = arc_record(2);
+    let checks = Checks::new();
+    let (r, c) = (rec.clone(), checks.clone());
+    sim.set_handler(move |sim, _| {
+        c.eq(
+            "dispatch timeout",
+            sim.dispatch(p2(proc_count), 1, 10, arg(&r), None, None),
+            Status::INVALID_PARAMETER,
+        );
+        c.eq(
+            "broadcast timeout",
+            sim.broadcast(p2(proc_count), 10, arg(&r), None, None),
+            Status::INVALID_PARAMETER,
+        );
+    });
+    sim.smi_stepped(&[0, 1]);
+    checks.assert_ok(2);
+    assert_eq!(rec.total(), 0);
+}
+
+/// §2.4: the startup procedure runs on every CPU at every SMI entry.
+#[test]
+fn startup_procedure_runs_on_every_cpu() {
+    let sim = Sim::new(Options::new(4));
+    let rec = arc_record(4);
+    assert_eq!(sim.set_startup(None, arg(&rec)), Status::INVALID_PARAMETER);
+    assert_eq!(
+        sim.set_startup(p1(legacy_count), arg(&rec)),
+        Status::SUCCESS
+    );
+    sim.smi_stepped(&[2, 0, 3, 1]);
+    assert_eq!(rec.runs(), vec![1, 1, 1, 1]);
+    sim.smi_stepped(&[0, 1, 2, 3]);
+    assert_eq!(rec.runs(), vec![2, 2, 2, 2]);
+    assert_eq!(sim.set_startup(None, std::ptr::null_mut()), Status::SUCCESS);
+    sim.smi_stepped(&[0, 1, 2, 3]);
+    assert_eq!(rec.runs(), vec![2, 2, 2, 2]);
+}
+
+/// §4 [DIFF]: MmStartupThisAp to a busy AP waits for it instead of
+/// overwriting its queued call; the void procedure is wrapped.
+#[test]
+fn startup_this_ap_waits_for_busy_ap_and_loses_nothing() {
+    let sim = Sim::new(Options::new(3));
+    let rec = arc_record(3);
+    let checks = Checks::new();
+    let (r, c) = (rec.clone(), checks.clone());
+    sim.set_handler(move |sim, _| {
+        c.eq(
+            "first",
+            sim.startup_this_ap(p1(legacy_count), 1, arg(&r)),
+            Status::SUCCESS,
+        );
+        c.eq("queued, not run", r.runs()[1], 0);
+        c.eq(
+            "second waits for AP1",
+            sim.startup_this_ap(p1(legacy_count), 1, arg(&r)),
+            Status::SUCCESS,
+        );
+        c.eq("first ran", r.runs()[1] >= 1, true);
+        c.eq(
+            "out of range",
+            sim.startup_this_ap(p1(legacy_count), 3, arg(&r)),
+            Status::INVALID_PARAMETER,
+        );
+        c.eq(
+            "huge index",
+            sim.startup_this_ap(p1(legacy_count), usize::MAX, arg(&r)),
+            Status::INVALID_PARAMETER,
+        );
+        c.eq(
+            "blocking",
+            sim.blocking_startup_this_ap(p1(legacy_count), 2, arg(&r)),
+            Status::SUCCESS,
+        );
+        c.eq("blocking ran", r.runs()[2], 1);
+    });
+    sim.smi_stepped(&[0, 1, 2]);
+    checks.assert_ok(8);
+    assert_eq!(rec.runs(), vec![0, 2, 1]);
+}
+
+/// Tokens are reset at SMI exit: a handle from an earlier SMI is stale.
+#[test]
+fn handles_do_not_survive_the_smi() {
+    let sim = Sim::new(Options::new(2));
+    let rec = arc_record(2);
+    let saved = Arc::new(std::sync::Mutex::new(0usize));
+    let checks = Checks::new();
+    let (r, c, s) = (rec.clone(), checks.clone(), saved.clone());
+    sim.set_handler(move |sim, bsp| {
+        let old = *s.lock().unwrap() as MmCompletion;
+        if !old.is_null() {
+            c.eq("old handle in new SMI", sim.check(old), Status::NOT_FOUND);
+            c.eq(
+                "old handle result",
+                sim.token_result(old).0,
+                Status::NOT_FOUND,
+            );
+        }
+        let mut t = NULL_TOKEN;
+        c.eq(
+            "dispatch",
+            sim.dispatch(p2(proc_count), 1 - bsp, 0, arg(&r), Some(&mut t), None),
+            Status::SUCCESS,
+        );
+        c.eq("wait", sim.wait(t), Status::SUCCESS);
+        *s.lock().unwrap() = t as usize;
+    });
+    sim.smi_stepped(&[0, 1]);
+    let old = *saved.lock().unwrap() as MmCompletion;
+    assert_eq!(sim.check(old), Status::NOT_FOUND, "after the SMI");
+    sim.smi_stepped(&[1, 0]);
+    checks.assert_ok(6);
+}
+
+/// Every stepping order of 3 CPUs completes one SMI and leaves the run
+/// semaphores balanced (a new SMI can start right after).
+#[test]
+fn every_arrival_order_completes() {
+    let orders = [
+        [0, 1, 2],
+        [0, 2, 1],
+        [1, 0, 2],
+        [1, 2, 0],
+        [2, 0, 1],
+        [2, 1, 0],
+    ];
+    for relaxed in [false, true] {
+        let sim = Sim::new(Options::new(3).relaxed(relaxed));
+        let rec = arc_record(3);
+        let checks = Checks::new();
+        let (r, c) = (rec.clone(), checks.clone());
+        sim.set_handler(move |sim, _| {
+            let st = sim.broadcast(p2(proc_count), 0, arg(&r), None, None);
+            // Relaxed: the BSP runs at once, before any AP arrived.
+            let want = if relaxed {
+                Status::NOT_STARTED
+            } else {
+                Status::SUCCESS
+            };
+            c.eq("broadcast", st, want);
+        });
+        for o in orders {
+            sim.smi_stepped(&o);
+            for cpu in 0..3 {
+                assert_eq!(
+                    sim.instance().run_sem(cpu).unwrap().value(),
+                    0,
+                    "run semaphore {cpu} balanced"
+                );
+            }
+            assert_eq!(sim.instance().arrival().value(), 0);
+        }
+        let calls = sim.foundation_calls.load(Ordering::SeqCst);
+        if relaxed {
+            // A CPU stepped after the BSP finished alone starts an SMI of
+            // its own (it arrived after the SMI ended).
+            assert!((6..=18).contains(&calls), "{calls}");
+        } else {
+            assert_eq!(calls, 6);
+        }
+        checks.assert_ok(calls);
+        if !relaxed {
+            // Traditional: every AP is in the loop before handlers run, and
+            // the first arriver of each order is the BSP (2 orders each).
+            assert_eq!(rec.runs(), vec![4, 4, 4]);
+        }
+    }
+}
