@@ -1,0 +1,225 @@
+//! loom models of the hand-offs between CPUs (run with
+//! `RUSTFLAGS="--cfg loom" cargo test --release --test loom`; CI bounds
+//! the search with LOOM_MAX_PREEMPTIONS).
+//!
+//! They drive the library's own `Mailbox`, `Semaphore`, `BusyFlag` and
+//! token pool — the code that runs in SMM — with loom's atomics.
+#![cfg(loom)]
+
+use std::ffi::c_void;
+use std::sync::Arc;
+
+use loom::sync::atomic::{AtomicUsize, Ordering};
+use loom::thread;
+
+use mm_mp::efi::Status;
+use mm_mp::mailbox::{Call, Mailbox, KIND_PROCEDURE2};
+use mm_mp::memory::{ArrayLayout, Strided};
+use mm_mp::sync::{Abandon, Semaphore, SEMAPHORE_LOCKED};
+use mm_mp::tokens::{PoolState, Token, TokenPool, TokenState};
+
+/// The procedure: bump the counter it is given, report CPU-specific status.
+unsafe extern "efiapi" fn bump(arg: *mut c_void) -> Status {
+    // SAFETY: the model passes a live AtomicUsize.
+    let c = unsafe { &*(arg as *const AtomicUsize) };
+    c.fetch_add(1, Ordering::Relaxed);
+    Status::DEVICE_ERROR
+}
+
+struct Cpu {
+    run: Semaphore,
+    mailbox: Mailbox,
+}
+
+struct Machine {
+    cpus: Vec<Cpu>,
+    tokens: Vec<Token>,
+    pool: PoolState,
+    counter: AtomicUsize,
+    status: [std::cell::UnsafeCell<Status>; 3],
+}
+
+// SAFETY: the status cells are written by one AP each and read by the BSP
+// only after the token says that AP finished (the property under test).
+unsafe impl Sync for Machine {}
+unsafe impl Send for Machine {}
+
+impl Machine {
+    fn new(n: usize, tokens: usize) -> Arc<Machine> {
+        Arc::new(Machine {
+            cpus: (0..n)
+                .map(|_| Cpu {
+                    run: Semaphore::new(0),
+                    mailbox: Mailbox::new(),
+                })
+                .collect(),
+            tokens: (0..tokens).map(|_| Token::new()).collect(),
+            pool: PoolState::new(),
+            counter: AtomicUsize::new(0),
+            status: [
+                std::cell::UnsafeCell::new(Status(0)),
+                std::cell::UnsafeCell::new(Status(0)),
+                std::cell::UnsafeCell::new(Status(0)),
+            ],
+        })
+    }
+
+    fn pool(&self) -> TokenPool<'_> {
+        let layout = ArrayLayout {
+            offset: 0,
+            stride: std::mem::size_of::<Token>(),
+            len: self.tokens.len(),
+        };
+        TokenPool {
+            state: &self.pool,
+            // SAFETY: `tokens` is a live Vec of `len` Tokens, stride = size.
+            tokens: unsafe { Strided::new(self.tokens.as_ptr() as *const u8, layout) },
+        }
+    }
+
+    /// AP side: wait for one release, run the mailbox.
+    fn ap_once(&self, cpu: usize) {
+        while !self.cpus[cpu].run.try_wait() {
+            thread::yield_now();
+        }
+        let pool = self.pool();
+        self.cpus[cpu].mailbox.run(|link| pool.by_link(link));
+    }
+
+    fn post(&self, cpu: usize, token: u32) {
+        assert!(self.cpus[cpu].mailbox.busy.try_claim());
+        self.cpus[cpu].mailbox.post(&Call {
+            procedure: bump as *const () as usize,
+            argument: &self.counter as *const AtomicUsize as *mut c_void,
+            kind: KIND_PROCEDURE2,
+            status: self.status[cpu].get(),
+            token,
+        });
+        self.cpus[cpu].run.release().unwrap();
+    }
+}
+
+/// BSP broadcasts to two APs with one token; when the token says done,
+/// both procedures ran and both statuses and the overall result are there.
+#[test]
+fn broadcast_token_completion() {
+    loom::model(|| {
+        let m = Machine::new(3, 1);
+        let (slot, handle) = m.pool().alloc(2, None).unwrap();
+        m.post(1, slot as u32 + 1);
+        m.post(2, slot as u32 + 1);
+        let aps: Vec<_> = (1..3)
+            .map(|cpu| {
+                let m = m.clone();
+                thread::spawn(move || m.ap_once(cpu))
+            })
+            .collect();
+        loop {
+            let (_, t) = m.pool().lookup(handle).unwrap();
+            if t.state() == TokenState::Done {
+                assert_eq!(t.result(), Status::DEVICE_ERROR);
+                break;
+            }
+            thread::yield_now();
+        }
+        assert_eq!(m.counter.load(Ordering::Relaxed), 2);
+        // SAFETY: both APs finished (token done): nobody writes these now.
+        unsafe {
+            assert_eq!(*m.status[1].get(), Status::DEVICE_ERROR);
+            assert_eq!(*m.status[2].get(), Status::DEVICE_ERROR);
+        }
+        for ap in aps {
+            ap.join().unwrap();
+        }
+        assert!(m.cpus[1].mailbox.busy.is_free() && m.cpus[2].mailbox.busy.is_free());
+    });
+}
+
+/// Blocking dispatch: the BSP waits for the mailbox to be free, then the
+/// status is there; a second dispatch to the same AP reuses the mailbox.
+#[test]
+fn blocking_dispatch_handoff_twice() {
+    loom::model(|| {
+        let m = Machine::new(2, 1);
+        let ap = {
+            let m = m.clone();
+            thread::spawn(move || {
+                m.ap_once(1);
+                m.ap_once(1);
+            })
+        };
+        for round in 1..=2 {
+            m.post(1, 0);
+            while !m.cpus[1].mailbox.busy.is_free() {
+                thread::yield_now();
+            }
+            assert_eq!(m.counter.load(Ordering::Relaxed), round);
+            // SAFETY: the AP finished (mailbox free) and waits for the next release.
+            unsafe { assert_eq!(*m.status[1].get(), Status::DEVICE_ERROR) };
+            // SAFETY: as above.
+            unsafe { *m.status[1].get() = Status(0) };
+        }
+        ap.join().unwrap();
+    });
+}
+
+/// Timeout race (SPEC §2.7): the BSP abandons while the AP finishes.
+/// Exactly one side owns the status word; the AP always ends FREE.
+#[test]
+fn abandon_races_with_finish() {
+    loom::model(|| {
+        let m = Machine::new(2, 1);
+        let (slot, handle) = m.pool().alloc(1, None).unwrap();
+        m.post(1, slot as u32 + 1);
+        let ap = {
+            let m = m.clone();
+            thread::spawn(move || m.ap_once(1))
+        };
+        let verdict = m.cpus[1].mailbox.busy.abandon();
+        match verdict {
+            Abandon::Abandoned => {
+                // The BSP owns the status word now.
+                // SAFETY: the AP lost `begin_finish`, it never writes it.
+                unsafe { *m.status[1].get() = Status::TIMEOUT };
+                m.pool().lookup(handle).unwrap().1.mark_timed_out();
+            }
+            Abandon::Finishing | Abandon::AlreadyFree => {}
+            Abandon::AlreadyAbandoned => unreachable!(),
+        }
+        ap.join().unwrap();
+        assert!(m.cpus[1].mailbox.busy.is_free());
+        let state = m.pool().lookup(handle).unwrap().1.state();
+        // SAFETY: the AP thread is joined.
+        let st = unsafe { *m.status[1].get() };
+        if verdict == Abandon::Abandoned {
+            assert_eq!(st, Status::TIMEOUT, "late result discarded");
+            assert_eq!(state, TokenState::TimedOut);
+        } else {
+            assert_eq!(st, Status::DEVICE_ERROR);
+            assert_eq!(state, TokenState::Done);
+        }
+    });
+}
+
+/// Check-in against lock-down (SPEC §6.6): a CPU whose check-in succeeded
+/// is counted in the locked value; one that failed is not.
+#[test]
+fn check_in_versus_lock_door() {
+    loom::model(|| {
+        let counter = Arc::new(Semaphore::new(0));
+        let cpus: Vec<_> = (0..2)
+            .map(|_| {
+                let c = counter.clone();
+                thread::spawn(move || c.release().is_some())
+            })
+            .collect();
+        let locked = counter.lock_down();
+        let admitted = cpus
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .filter(|&ok| ok)
+            .count();
+        assert_eq!(locked as usize, admitted);
+        assert_eq!(counter.value(), SEMAPHORE_LOCKED);
+    });
+}
