@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Every check and test of mm-mp, in the order a failure is cheapest to see.
+# Called by .ci/run; run it yourself with `bash tests/run-all.sh`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export LOOM_MAX_PREEMPTIONS="${LOOM_MAX_PREEMPTIONS:-3}"
+
+echo "== format and lints"
+cargo fmt --check
+cargo clippy --all-targets -- -D warnings
+
+echo "== cargo test (unit, deterministic, real threads, hostile input, C header)"
+cargo test
+
+echo "== C header drift (build.rs regenerates include/mm_mp.h)"
+if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+  git diff --exit-code -- include/mm_mp.h || {
+    echo "include/mm_mp.h differs from the committed header: commit the regenerated file" >&2
+    exit 1
+  }
+fi
+
+echo "== loom models (LOOM_MAX_PREEMPTIONS=$LOOM_MAX_PREEMPTIONS)"
+RUSTFLAGS="--cfg loom" cargo test --release --target-dir target/loom --test loom
+
+echo "== C example (4 pthreads CPUs)"
+make -C c-examples run
