@@ -24,6 +24,9 @@ pub struct CpuState {
     pub bsp: AtomicU32,
     /// Checked into the current SMI and in (or entering) the dispatch loop.
     pub present: AtomicBool,
+    /// Marked lost by the BSP: its procedure outlived the exit timeout.
+    /// Cleared by the AP itself when the procedure returns.
+    pub lost: AtomicBool,
     /// Broadcast snapshot scratch (written by the BSP only).
     pub in_set: AtomicBool,
     /// Pending operation (`OP_*`).
@@ -47,6 +50,7 @@ impl CpuState {
             remaining: AtomicU32::new(0),
             bsp: AtomicU32::new(u32::MAX),
             present: AtomicBool::new(false),
+            lost: AtomicBool::new(false),
             in_set: AtomicBool::new(false),
             pending_op: AtomicU32::new(OP_NONE),
             wait_start: AtomicU64::new(0),

@@ -13,6 +13,7 @@ use crate::efi::{ApProcedure, ApProcedure2, MmCompletion, Status};
 use crate::instance::Instance;
 use crate::mailbox::{Call, KIND_LEGACY, KIND_PROCEDURE2};
 use crate::platform::Deadline;
+use crate::stats::Counter;
 use crate::sync::atomic::Ordering;
 use crate::sync::Abandon;
 use crate::tokens::{Token, TokenState};
@@ -136,6 +137,7 @@ impl Instance {
                         // SAFETY: the status target was validated when the
                         // call was posted; we now own it (the AP lost the race).
                         unsafe { put(mailbox.status_target(), Status::TIMEOUT) };
+                        self.stats().bump(Counter::Timeouts);
                         return Status::TIMEOUT;
                     }
                     Abandon::AlreadyAbandoned => return Status::TIMEOUT,
@@ -213,6 +215,7 @@ impl Instance {
                 token: link,
             },
         );
+        self.stats().bump(Counter::Dispatches);
         if !token.is_null() {
             // SAFETY: non-null, valid by the caller's contract.
             unsafe { token.write_volatile(handle as MmCompletion) };
@@ -341,6 +344,7 @@ impl Instance {
                 },
             );
         }
+        self.stats().bump(Counter::Broadcasts);
         if !token.is_null() {
             // SAFETY: non-null, valid by the caller's contract.
             unsafe { token.write_volatile(handle as MmCompletion) };
@@ -380,6 +384,7 @@ impl Instance {
         }
         if token.state() == TokenState::Running {
             token.mark_timed_out();
+            self.stats().bump(Counter::Timeouts);
         }
         token.state()
     }
@@ -473,10 +478,12 @@ impl Instance {
         let deadline = self.platform.deadline_after_us(self.settings.timeout1_us);
         while !mailbox.busy.try_claim() {
             if self.platform.expired(deadline) {
+                self.stats().bump(Counter::Timeouts);
                 return Status::TIMEOUT;
             }
             self.platform.pause();
         }
+        self.stats().bump(Counter::Dispatches);
         self.post(
             cpu,
             &Call {

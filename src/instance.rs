@@ -8,6 +8,7 @@
 //! [arrival counter]            spun on by the BSP, bumped by every CPU
 //! [control: BSP inside, all in sync, BSP index, current BSP]   read by all
 //! [token pool state]           written by the BSP
+//! [statistics]                 counters
 //! [run semaphore]  x NumberOfCpus    one line each
 //! [mailbox]        x NumberOfCpus    one line each
 //! [CPU state]      x NumberOfCpus    one line each
@@ -25,6 +26,7 @@ use crate::platform::{
     MmMpConfig, MmMpPlatform, MM_MP_CONFIG_REVISION, MM_MP_PLATFORM_REVISION,
     MM_MP_SYNC_MODE_RELAXED,
 };
+use crate::stats::Stats;
 use crate::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use crate::sync::Semaphore;
 use crate::tokens::{PoolState, Token, TokenPool, MAX_TOKENS};
@@ -63,6 +65,7 @@ pub struct Layout {
     pub arrival: usize,
     pub control: usize,
     pub pool: usize,
+    pub stats: usize,
     pub run: ArrayLayout,
     pub mailbox: ArrayLayout,
     pub cpu: ArrayLayout,
@@ -79,6 +82,7 @@ impl Layout {
         let arrival = c.area(size_of::<Semaphore>())?;
         let control = c.area(size_of::<Control>())?;
         let pool = c.area(size_of::<PoolState>())?;
+        let stats = c.area(size_of::<Stats>())?;
         let run = c.array(size_of::<Semaphore>(), cpus, true)?;
         let mailbox = c.array(size_of::<Mailbox>(), cpus, true)?;
         let cpu = c.array(size_of::<CpuState>(), cpus, true)?;
@@ -88,6 +92,7 @@ impl Layout {
             arrival,
             control,
             pool,
+            stats,
             run,
             mailbox,
             cpu,
@@ -112,6 +117,12 @@ pub struct Control {
     pub current_bsp: AtomicUsize,
     /// Number of CPUs counted when the door was locked.
     pub door_count: AtomicU32,
+    /// SwitchBsp: the only CPU that may win the next election (`NO_BSP`: any).
+    pub bsp_candidate: AtomicU32,
+    /// APs marked lost in the current SMI (they no longer take part in barriers).
+    pub lost_count: AtomicU32,
+    /// The platform's "sync needed" answer for the current SMI.
+    pub sync_needed: AtomicBool,
 }
 
 /// The instance header (first bytes of the caller's buffer).
@@ -250,7 +261,11 @@ impl Instance {
                 }),
                 current_bsp: AtomicUsize::new(usize::MAX),
                 door_count: AtomicU32::new(0),
+                bsp_candidate: AtomicU32::new(NO_BSP),
+                lost_count: AtomicU32::new(0),
+                sync_needed: AtomicBool::new(true),
             });
+            (base.add(layout.stats) as *mut Stats).write(Stats::new());
             (base.add(layout.pool) as *mut PoolState).write(PoolState::new());
             for i in 0..settings.number_of_cpus {
                 let info: ProcessorInformation = config.processor_info.add(i).read_unaligned();
@@ -319,6 +334,10 @@ impl Instance {
 
     pub fn control(&self) -> &Control {
         self.at(self.layout.control)
+    }
+
+    pub fn stats(&self) -> &Stats {
+        self.at(self.layout.stats)
     }
 
     pub fn run_sem(&self, cpu: usize) -> Option<&Semaphore> {

@@ -24,6 +24,7 @@ pub mod mailbox;
 pub mod memory;
 pub mod platform;
 pub mod rendezvous;
+pub mod stats;
 pub mod sync;
 pub mod tokens;
 

@@ -13,7 +13,7 @@ use core::ffi::c_void;
 
 use crate::efi::Status;
 use crate::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
-use crate::sync::BusyFlag;
+use crate::sync::{BusyFlag, Finish};
 use crate::tokens::Token;
 
 /// What kind of procedure the mailbox holds.
@@ -84,20 +84,23 @@ impl Mailbox {
 
     /// AP: run the posted call and publish its result.
     ///
-    /// `token_at` maps a slot + 1 to its token.
-    pub fn run<'a>(&self, token_at: impl Fn(u32) -> Option<&'a Token>) {
+    /// `token_at` maps a slot + 1 to its token. Returns `true` when the BSP
+    /// ended the SMI without this AP while it ran (it must leave at once).
+    pub fn run<'a>(&self, token_at: impl Fn(u32) -> Option<&'a Token>) -> bool {
         if self.busy.is_abandoned() {
             // The BSP timed the call out before we started it: it was told
             // EFI_TIMEOUT, so the procedure must not run now.
+            let lost = self.busy.is_lost();
             self.busy.finish();
-            return;
+            return lost;
         }
         // Relaxed: ordered after the Acquire of our run semaphore (module doc).
         let kind = self.kind.load(Ordering::Relaxed);
         let procedure = self.procedure.load(Ordering::Relaxed);
         let argument = self.argument.load(Ordering::Relaxed) as *mut c_void;
         let status = run_procedure(kind, procedure, argument);
-        if self.busy.begin_finish() {
+        let verdict = self.busy.begin_finish();
+        if verdict == Finish::Won {
             // Relaxed: see above.
             let target = self.status.load(Ordering::Relaxed) as *mut Status;
             if !target.is_null() {
@@ -113,6 +116,7 @@ impl Mailbox {
             }
         }
         self.busy.finish();
+        verdict == Finish::Lost
     }
 }
 

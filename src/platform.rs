@@ -256,6 +256,49 @@ impl MmMpPlatform {
         }
     }
 
+    /// Whether this SMI needs the full arrival wait (SPEC §6.5). The EDK2
+    /// glue answers `IsCpuSyncAlwaysNeeded () || !LocalMachineCheck`; no
+    /// hook = TRUE (always wait).
+    pub fn is_sync_needed(&self) -> bool {
+        match self.is_sync_always_needed {
+            // SAFETY: integrator callback with its own context (SPEC §11).
+            Some(f) => unsafe { f(self.context) }.get(),
+            None => true,
+        }
+    }
+
+    /// (delayed, blocked, disabled) CPU counts; zeros without the hook.
+    pub fn delayed_blocked_disabled(&self) -> (u32, u32, u32) {
+        let (mut d, mut b, mut x) = (0u32, 0u32, 0u32);
+        if let Some(f) = self.get_smm_delayed_blocked_disabled_count {
+            // SAFETY: integrator callback with its own context; the three
+            // out-pointers are valid locals.
+            unsafe { f(self.context, &mut d, &mut b, &mut x) }
+        }
+        (d, b, x)
+    }
+
+    pub fn mtrr_save(&self, cpu: usize) {
+        if let Some(f) = self.mtrr_save {
+            // SAFETY: integrator callback with its own context (SPEC §11).
+            unsafe { f(self.context, cpu) }
+        }
+    }
+
+    pub fn mtrr_replace(&self, cpu: usize) {
+        if let Some(f) = self.mtrr_replace {
+            // SAFETY: integrator callback with its own context (SPEC §11).
+            unsafe { f(self.context, cpu) }
+        }
+    }
+
+    pub fn mtrr_restore(&self, cpu: usize) {
+        if let Some(f) = self.mtrr_restore {
+            // SAFETY: integrator callback with its own context (SPEC §11).
+            unsafe { f(self.context, cpu) }
+        }
+    }
+
     /// Runs every MMI handler (required; checked at initialisation).
     pub fn mm_foundation_entry(&self, bsp: usize) {
         if let Some(f) = self.mm_foundation_entry {

@@ -1,6 +1,7 @@
-//! The SMI rendezvous (SPEC §6): entry, BSP election, BSP and AP paths.
-//! EDK2 counterpart: `SmiRendezvous`, `BSPHandler`, `APHandler` and
-//! `SmmWaitForApArrival` of MpService.c.
+//! The SMI rendezvous engine (SPEC §6): entry, BSP election, BSP and AP
+//! paths in traditional and relaxed mode, MTRR rounds, arrival timeouts
+//! with SMI IPIs, bounded exit. EDK2 counterpart: `SmiRendezvous`,
+//! `BSPHandler`, `APHandler`, `SmmWaitForApArrival` of MpService.c.
 //!
 //! Every CPU's path is a state machine: [`Instance::rendezvous_step`]
 //! advances the calling CPU as far as it can without waiting and returns
@@ -9,11 +10,18 @@
 //! runs on real CPUs, on host threads, and in deterministic tests where
 //! one thread steps every simulated CPU in the order the test picks.
 //!
-//! Phase numbers are stored per CPU in `CpuState::phase`.
+//! Barrier rounds are numbered as in EDK2 (#1 … #13): an AP "signals"
+//! (one count on the BSP's run semaphore), the BSP "waits" for one count
+//! per active AP, then "releases" (one count on each present AP's run
+//! semaphore). The "gathered" flow (traditional mode, or any mode with
+//! MTRR swapping) uses the barriers; the relaxed flow does not.
 
+use crate::efi::Status;
 use crate::instance::{Instance, NO_BSP};
-use crate::platform::{Deadline, LOG_WARN};
+use crate::platform::{Deadline, LOG_ERROR, LOG_WARN};
+use crate::stats::Counter;
 use crate::sync::atomic::Ordering;
+use crate::sync::{Abandon, SEMAPHORE_LOCKED};
 
 /// Result of one step.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -24,34 +32,74 @@ pub enum Poll {
     Ready,
 }
 
-/// Not in an SMI (or just left it).
-pub const PHASE_IDLE: u32 = 0;
-/// Checked in too late (door locked): wait for the SMI to end (§6.2.4).
-pub const PHASE_LATE: u32 = 1;
-/// AP: waiting for "BSP inside", first timeout (§6.4.1).
-pub const PHASE_AP_WAIT_BSP: u32 = 2;
-/// AP: sent the BSP an SMI IPI, second timeout (§6.4.1).
-pub const PHASE_AP_WAIT_BSP2: u32 = 3;
-/// AP, traditional: arrived at barrier 1, waiting for the release (§6.4.2).
-pub const PHASE_AP_SYNC: u32 = 4;
-/// AP: in the dispatch loop (§6.4.3).
-pub const PHASE_AP_LOOP: u32 = 5;
-/// AP: arrived at the final barrier, waiting for the end of the SMI (§6.2.7).
-pub const PHASE_AP_EXIT: u32 = 6;
-/// BSP, traditional: waiting for APs to arrive, first timeout (§6.5).
-pub const PHASE_BSP_ARRIVAL: u32 = 10;
-/// BSP: SMI IPIs sent, second timeout (§6.5).
-pub const PHASE_BSP_ARRIVAL2: u32 = 11;
-/// BSP, traditional: barrier 1 (§6.3.2).
-pub const PHASE_BSP_SYNC1: u32 = 12;
-/// BSP, traditional: barrier after the before-MMI hook (§6.3.3).
-pub const PHASE_BSP_SYNC2: u32 = 13;
-/// BSP: handlers ran; waiting for every AP to be free (§6.3.4).
-pub const PHASE_BSP_WAIT_FREE: u32 = 14;
-/// BSP, relaxed: door locked, waiting for checked-in APs to be present (§6.3.5).
-pub const PHASE_BSP_WAIT_PRESENT: u32 = 15;
-/// BSP: final barrier, waiting for every AP to leave its handler (§6.3.8).
-pub const PHASE_BSP_FINAL: u32 = 16;
+/// Phase numbers (stored per CPU in `CpuState::phase`).
+pub mod phase {
+    /// Not in an SMI.
+    pub const IDLE: u32 = 0;
+    /// Checked in too late (door locked): wait for the SMI to end (§6.2.4).
+    pub const LATE: u32 = 1;
+    /// AP: waiting for "BSP inside", first timeout (§6.4.1).
+    pub const AP_WAIT_BSP: u32 = 2;
+    /// AP: SMI IPI sent to the BSP, second timeout (§6.4.1).
+    pub const AP_WAIT_BSP2: u32 = 3;
+    /// AP, gathered: signalled #1, waiting for release #2 (§6.4.2).
+    pub const AP_SYNC: u32 = 4;
+    /// AP, MTRR: saved and signalled #3, waiting for #4.
+    pub const AP_MTRR_SAVED: u32 = 5;
+    /// AP, MTRR: replaced and signalled #5, waiting for #6.
+    pub const AP_MTRR_REPLACED: u32 = 6;
+    /// AP: dispatch loop (§6.4.3), waiting for #8 or a procedure.
+    pub const AP_LOOP: u32 = 7;
+    /// AP, MTRR: signalled #9, waiting for #10 (§6.4.4).
+    pub const AP_MTRR_EXIT: u32 = 8;
+    /// AP, MTRR: restored and signalled #11, waiting for #12.
+    pub const AP_MTRR_RESTORED: u32 = 9;
+    /// AP: signalled #13, waiting for the end of the SMI (§6.2.7).
+    pub const AP_EXIT: u32 = 10;
+    /// BSP, gathered: waiting for APs, first timeout (§6.5).
+    pub const BSP_ARRIVAL: u32 = 20;
+    /// BSP: SMI IPIs sent, second timeout (§6.5).
+    pub const BSP_ARRIVAL2: u32 = 21;
+    /// BSP, gathered: waiting #1 (§6.3.2).
+    pub const BSP_SYNC1: u32 = 22;
+    /// BSP, MTRR: saved, waiting #3.
+    pub const BSP_MTRR_SAVED: u32 = 23;
+    /// BSP, MTRR: replaced, waiting #5.
+    pub const BSP_MTRR_REPLACED: u32 = 24;
+    /// BSP, gathered: waiting #7, then the handlers (§6.3.3–4).
+    pub const BSP_SYNC2: u32 = 25;
+    /// BSP: handlers ran; waiting for every AP to be free (§6.3.4).
+    pub const BSP_WAIT_FREE: u32 = 26;
+    /// BSP, relaxed: door locked, waiting for checked-in APs (§6.3.5).
+    pub const BSP_WAIT_PRESENT: u32 = 27;
+    /// BSP, MTRR: waiting #9 (§6.3.7).
+    pub const BSP_MTRR_EXIT: u32 = 28;
+    /// BSP, MTRR: restored, waiting #11.
+    pub const BSP_MTRR_RESTORED: u32 = 29;
+    /// BSP: waiting #13, every AP left its handler (§6.3.8).
+    pub const BSP_FINAL: u32 = 30;
+}
+
+use phase::*;
+
+/// What a phase handler decided.
+enum Step {
+    /// Stay in the current phase; nothing more to do now.
+    Wait,
+    /// Move to another phase and keep going.
+    Go(u32),
+    /// Done with this SMI: run the exit hook and return Ready.
+    Leave,
+}
+
+/// Where the arrival wait (SPEC §6.5) stands.
+enum Arrival {
+    Waiting,
+    /// Moved on to the second timeout (IPIs sent).
+    SecondRound,
+    /// Finished; `true` when every expected CPU arrived.
+    Done(bool),
+}
 
 impl Instance {
     /// `MmMpSmiRendezvous`: the whole rendezvous of one CPU for one SMI.
@@ -70,24 +118,32 @@ impl Instance {
             return Poll::Ready;
         };
         // Relaxed: the phase is only ever touched by its own CPU.
-        let mut phase = state.phase.load(Ordering::Relaxed);
-        if phase == PHASE_IDLE && state.is_empty() {
+        let mut current = state.phase.load(Ordering::Relaxed);
+        if current == IDLE && state.is_empty() {
             return Poll::Ready;
         }
         loop {
-            let next = match phase {
-                PHASE_IDLE => self.entry(cpu),
-                PHASE_LATE => self.late(cpu),
-                PHASE_AP_WAIT_BSP | PHASE_AP_WAIT_BSP2 => self.ap_wait_bsp(cpu, phase),
-                PHASE_AP_SYNC => self.ap_sync(cpu),
-                PHASE_AP_LOOP => self.ap_loop(cpu),
-                PHASE_AP_EXIT => self.ap_exit(cpu),
-                PHASE_BSP_ARRIVAL | PHASE_BSP_ARRIVAL2 => self.bsp_arrival(cpu, phase),
-                PHASE_BSP_SYNC1 => self.bsp_sync1(cpu),
-                PHASE_BSP_SYNC2 => self.bsp_sync2(cpu),
-                PHASE_BSP_WAIT_FREE => self.bsp_wait_free(cpu),
-                PHASE_BSP_WAIT_PRESENT => self.bsp_wait_present(cpu),
-                PHASE_BSP_FINAL => self.bsp_final(cpu),
+            let next = match current {
+                IDLE => self.entry(cpu),
+                LATE => self.late(),
+                AP_WAIT_BSP | AP_WAIT_BSP2 => self.ap_wait_bsp(cpu, current),
+                AP_SYNC => self.ap_sync(cpu),
+                AP_MTRR_SAVED => self.ap_mtrr_saved(cpu),
+                AP_MTRR_REPLACED => self.ap_mtrr_replaced(cpu),
+                AP_LOOP => self.ap_loop(cpu),
+                AP_MTRR_EXIT => self.ap_mtrr_exit(cpu),
+                AP_MTRR_RESTORED => self.ap_mtrr_restored(cpu),
+                AP_EXIT => self.wait_end_of_smi(),
+                BSP_ARRIVAL | BSP_ARRIVAL2 => self.bsp_arrival(cpu, current),
+                BSP_SYNC1 => self.bsp_sync1(cpu),
+                BSP_MTRR_SAVED => self.bsp_mtrr_saved(cpu),
+                BSP_MTRR_REPLACED => self.bsp_mtrr_replaced(cpu),
+                BSP_SYNC2 => self.bsp_sync2(cpu),
+                BSP_WAIT_FREE => self.bsp_wait_free(cpu),
+                BSP_WAIT_PRESENT => self.bsp_wait_present(cpu),
+                BSP_MTRR_EXIT => self.bsp_mtrr_exit(cpu),
+                BSP_MTRR_RESTORED => self.bsp_mtrr_restored(cpu),
+                BSP_FINAL => self.bsp_final(cpu),
                 // Unknown phase: only reachable if the region was
                 // overwritten. Leave SMM rather than loop.
                 _ => Step::Leave,
@@ -96,10 +152,10 @@ impl Instance {
                 Step::Wait => return Poll::Pending,
                 Step::Go(p) => {
                     state.phase.store(p, Ordering::Relaxed);
-                    phase = p;
+                    current = p;
                 }
                 Step::Leave => {
-                    state.phase.store(PHASE_IDLE, Ordering::Relaxed);
+                    state.phase.store(IDLE, Ordering::Relaxed);
                     self.platform.rendezvous_exit(cpu);
                     return Poll::Ready;
                 }
@@ -108,6 +164,10 @@ impl Instance {
     }
 
     // -- helpers ------------------------------------------------------------
+
+    fn gathered(&self) -> bool {
+        !self.settings.relaxed || self.settings.configure_mtrrs
+    }
 
     fn timed_wait_start(&self, cpu: usize) {
         if let Some(s) = self.cpu(cpu) {
@@ -130,9 +190,26 @@ impl Instance {
             .expired(Some(Deadline::from_parts(start, ticks)))
     }
 
-    /// Take `remaining` counts from this CPU's run semaphore (barrier).
-    fn count_down(&self, cpu: usize) -> bool {
-        let (Some(state), Some(run)) = (self.cpu(cpu), self.run_sem(cpu)) else {
+    /// APs that take part in the barriers: checked in at the door, not lost.
+    fn active_aps(&self) -> u32 {
+        let control = self.control();
+        // Relaxed: both written by the BSP itself (the only reader).
+        let door = control.door_count.load(Ordering::Relaxed);
+        let lost = control.lost_count.load(Ordering::Relaxed);
+        door.saturating_sub(1).saturating_sub(lost)
+    }
+
+    /// Start a barrier wait of the BSP for every active AP.
+    fn expect_signals(&self, bsp: usize) {
+        if let Some(s) = self.cpu(bsp) {
+            // Relaxed: private to the BSP.
+            s.remaining.store(self.active_aps(), Ordering::Relaxed);
+        }
+    }
+
+    /// Take the counts still expected from the BSP's run semaphore.
+    fn signals_in(&self, bsp: usize) -> bool {
+        let (Some(state), Some(run)) = (self.cpu(bsp), self.run_sem(bsp)) else {
             return true;
         };
         // Relaxed: `remaining` is private to the BSP.
@@ -144,14 +221,8 @@ impl Instance {
         remaining == 0
     }
 
-    fn set_remaining(&self, cpu: usize, n: u32) {
-        if let Some(s) = self.cpu(cpu) {
-            // Relaxed: private to the BSP.
-            s.remaining.store(n, Ordering::Relaxed);
-        }
-    }
-
-    /// EDK2 `ReleaseAllAPs`: one count on the run semaphore of every present AP.
+    /// EDK2 `ReleaseAllAPs`: one count on the run semaphore of every
+    /// present AP (lost APs are no longer present).
     fn release_present_aps(&self, bsp: usize) {
         for (i, s) in self.cpus().iter() {
             if i != bsp && s.is_present() {
@@ -160,245 +231,6 @@ impl Instance {
                 }
             }
         }
-    }
-
-    /// Number of CPUs expected at rendezvous: the non-empty slots.
-    fn expected_cpus(&self) -> u32 {
-        self.cpus().iter().filter(|(_, s)| !s.is_empty()).count() as u32
-    }
-
-    fn door_aps(&self) -> u32 {
-        // Relaxed: written by the BSP itself.
-        self.control()
-            .door_count
-            .load(Ordering::Relaxed)
-            .saturating_sub(1)
-    }
-
-    // -- §6.2 entry -----------------------------------------------------------
-
-    fn entry(&self, cpu: usize) -> Step {
-        let control = self.control();
-        self.run_startup_procedure();
-        self.platform.rendezvous_entry(cpu);
-        let valid = self.platform.is_valid_smi();
-        let bsp_inside = self.in_smi();
-        if !valid && !bsp_inside {
-            return Step::Leave;
-        }
-        if self.arrival().release().is_none() {
-            return Step::Go(PHASE_LATE);
-        }
-        if let Some(m) = self.mailbox(cpu) {
-            m.busy.reset_free();
-        }
-        if !bsp_inside && self.settings.bsp_election {
-            // First come wins unless the platform names the BSP.
-            if self.platform.bsp_election_preference() != Some(false) {
-                // AcqRel: the winner's later writes are ordered after the
-                // election; losers see the winner's index.
-                let _ = control.bsp_index.compare_exchange(
-                    NO_BSP,
-                    cpu as u32,
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                );
-            }
-        }
-        // Acquire: pairs with the election CAS above (ours or a winner's).
-        let bsp = control.bsp_index.load(Ordering::Acquire);
-        if !bsp_inside && bsp == cpu as u32 {
-            return self.bsp_enter(cpu);
-        }
-        self.timed_wait_start(cpu);
-        Step::Go(PHASE_AP_WAIT_BSP)
-    }
-
-    fn late(&self, _cpu: usize) -> Step {
-        // Acquire: pairs with the BSP's final Release store.
-        if self.control().all_in_sync.load(Ordering::Acquire) || self.in_smi() {
-            Step::Wait
-        } else {
-            Step::Leave
-        }
-    }
-
-    // -- §6.3 BSP path ----------------------------------------------------------
-
-    fn bsp_enter(&self, cpu: usize) -> Step {
-        let control = self.control();
-        // Release: everything before (check-in, election) is visible to a
-        // CPU that sees "BSP inside" or reads the current BSP.
-        control.current_bsp.store(cpu, Ordering::Release);
-        control.all_arrived.store(false, Ordering::Relaxed);
-        control.bsp_inside.store(true, Ordering::Release);
-        if let Some(s) = self.cpu(cpu) {
-            s.set_present(true);
-        }
-        self.platform.clear_top_level_smi_status();
-        if self.settings.relaxed && !self.settings.configure_mtrrs {
-            self.platform.before_mmi_handler(cpu);
-            return self.bsp_run_handlers(cpu);
-        }
-        self.timed_wait_start(cpu);
-        Step::Go(PHASE_BSP_ARRIVAL)
-    }
-
-    /// §6.5: wait for the expected CPUs, then IPIs, then the second timeout.
-    fn bsp_arrival(&self, cpu: usize, phase: u32) -> Step {
-        let expected = self.expected_cpus();
-        let arrived = self.arrival().value();
-        let all = arrived != crate::sync::SEMAPHORE_LOCKED && arrived >= expected;
-        if !all {
-            if phase == PHASE_BSP_ARRIVAL {
-                if !self.timed_out(cpu, self.settings.timeout1_us) {
-                    return Step::Wait;
-                }
-                for (i, s) in self.cpus().iter() {
-                    if i != cpu && !s.is_empty() && !s.is_present() {
-                        self.platform.send_smi_ipi(s.apic_id());
-                    }
-                }
-                self.timed_wait_start(cpu);
-                return Step::Go(PHASE_BSP_ARRIVAL2);
-            }
-            if !self.timed_out(cpu, self.settings.timeout2_us) {
-                return Step::Wait;
-            }
-            self.log(
-                LOG_WARN,
-                c"mm-mp: not every CPU arrived at the SMI rendezvous",
-            );
-        }
-        let control = self.control();
-        control.all_arrived.store(all, Ordering::Relaxed);
-        // Release: latecomers that see the flag also see the locked door.
-        control.all_in_sync.store(true, Ordering::Release);
-        let count = self.arrival().lock_down();
-        control.door_count.store(count, Ordering::Relaxed);
-        self.set_remaining(cpu, count.saturating_sub(1));
-        Step::Go(PHASE_BSP_SYNC1)
-    }
-
-    fn bsp_sync1(&self, cpu: usize) -> Step {
-        if !self.count_down(cpu) {
-            return Step::Wait;
-        }
-        self.release_present_aps(cpu);
-        self.platform.before_mmi_handler(cpu);
-        self.set_remaining(cpu, self.door_aps());
-        Step::Go(PHASE_BSP_SYNC2)
-    }
-
-    fn bsp_sync2(&self, cpu: usize) -> Step {
-        if !self.count_down(cpu) {
-            return Step::Wait;
-        }
-        self.bsp_run_handlers(cpu)
-    }
-
-    /// §6.3 step 4: run the MMI handlers through the foundation entry.
-    fn bsp_run_handlers(&self, cpu: usize) -> Step {
-        self.platform.mm_foundation_entry(cpu);
-        Step::Go(PHASE_BSP_WAIT_FREE)
-    }
-
-    fn bsp_wait_free(&self, cpu: usize) -> Step {
-        for (i, s) in self.cpus().iter() {
-            if i != cpu && s.is_present() {
-                if let Some(m) = self.mailbox(i) {
-                    if !m.busy.is_free() {
-                        return Step::Wait;
-                    }
-                }
-            }
-        }
-        if self.settings.relaxed && !self.settings.configure_mtrrs {
-            let control = self.control();
-            // Release: as in `bsp_arrival`.
-            control.all_in_sync.store(true, Ordering::Release);
-            let count = self.arrival().lock_down();
-            control.door_count.store(count, Ordering::Relaxed);
-            return Step::Go(PHASE_BSP_WAIT_PRESENT);
-        }
-        self.bsp_release_loop(cpu)
-    }
-
-    fn bsp_wait_present(&self, cpu: usize) -> Step {
-        let present = self.cpus().iter().filter(|(_, s)| s.is_present()).count() as u32;
-        // The BSP is present itself, hence "more than the AP count".
-        if present <= self.door_aps() {
-            return Step::Wait;
-        }
-        self.bsp_release_loop(cpu)
-    }
-
-    /// §6.3 steps 6–8: close the services, release APs from the loop.
-    fn bsp_release_loop(&self, cpu: usize) -> Step {
-        // Release: an AP that wakes and sees "BSP inside" cleared also sees
-        // every result of the SMI.
-        self.control().bsp_inside.store(false, Ordering::Release);
-        self.release_present_aps(cpu);
-        if let Some(s) = self.cpu(cpu) {
-            s.set_present(false);
-        }
-        self.set_remaining(cpu, self.door_aps());
-        Step::Go(PHASE_BSP_FINAL)
-    }
-
-    fn bsp_final(&self, cpu: usize) -> Step {
-        if !self.count_down(cpu) {
-            return Step::Wait;
-        }
-        let control = self.control();
-        self.tokens().reset();
-        if self.settings.bsp_election {
-            control.bsp_index.store(NO_BSP, Ordering::Relaxed);
-        }
-        control.current_bsp.store(usize::MAX, Ordering::Relaxed);
-        self.arrival().set(0);
-        // Release: the last store of the SMI; every CPU waiting on it sees
-        // the whole end-of-SMI state.
-        control.all_in_sync.store(false, Ordering::Release);
-        Step::Leave
-    }
-
-    // -- §6.4 AP path -------------------------------------------------------------
-
-    fn ap_wait_bsp(&self, cpu: usize, phase: u32) -> Step {
-        if !self.in_smi() {
-            if phase == PHASE_AP_WAIT_BSP {
-                if !self.timed_out(cpu, self.settings.timeout1_us) {
-                    return Step::Wait;
-                }
-                // Acquire: pairs with the election CAS.
-                let bsp = self.control().bsp_index.load(Ordering::Acquire) as usize;
-                if let Some(b) = self.cpu(bsp) {
-                    self.platform.send_smi_ipi(b.apic_id());
-                }
-                self.timed_wait_start(cpu);
-                return Step::Go(PHASE_AP_WAIT_BSP2);
-            }
-            if !self.timed_out(cpu, self.settings.timeout2_us) {
-                return Step::Wait;
-            }
-            // Give up: the BSP never came. Check out and leave.
-            let _ = self.arrival().decrement_unless_locked();
-            self.log(LOG_WARN, c"mm-mp: AP gave up waiting for the BSP");
-            return Step::Leave;
-        }
-        let bsp = self.current_bsp();
-        let Some(state) = self.cpu(cpu) else {
-            return Step::Leave;
-        };
-        // Relaxed: private to this CPU.
-        state.bsp.store(bsp as u32, Ordering::Relaxed);
-        state.set_present(true);
-        if self.settings.relaxed && !self.settings.configure_mtrrs {
-            return Step::Go(PHASE_AP_LOOP);
-        }
-        self.signal_bsp(cpu);
-        Step::Go(PHASE_AP_SYNC)
     }
 
     /// EDK2 `SmmCpuSyncReleaseBsp`: one count on the BSP's run semaphore.
@@ -415,36 +247,131 @@ impl Instance {
         self.run_sem(cpu).is_some_and(|r| r.try_wait())
     }
 
-    fn ap_sync(&self, cpu: usize) -> Step {
-        if !self.take_run(cpu) {
+    /// CPUs that should come to a rendezvous: non-empty slots whose AP is
+    /// not lost in an earlier SMI (EDK2 `mNumberOfCpus`).
+    fn expected_cpus(&self) -> u32 {
+        self.cpus()
+            .iter()
+            .filter(|(i, s)| !s.is_empty() && !self.mailbox(*i).is_some_and(|m| m.busy.is_lost()))
+            .count() as u32
+    }
+
+    /// EDK2 `AllCpusInSmmExceptBlockedDisabled`.
+    fn all_arrived_except_blocked(&self) -> bool {
+        let arrived = self.arrival().value();
+        if arrived == SEMAPHORE_LOCKED {
+            // The door is locked: the count at the lock is what arrived.
+            let door = self.control().door_count.load(Ordering::Relaxed);
+            return door >= self.expected_cpus();
+        }
+        let expected = self.expected_cpus();
+        if arrived >= expected {
+            return true;
+        }
+        let (_, blocked, disabled) = self.platform.delayed_blocked_disabled();
+        arrived.saturating_add(blocked).saturating_add(disabled) >= expected
+    }
+
+    /// One look at the arrival wait of SPEC §6.5 (EDK2 `SmmWaitForApArrival`)
+    /// for the BSP `cpu`, in round `second` (after the IPIs) or the first.
+    fn arrival_wait(&self, cpu: usize, second: bool) -> Arrival {
+        let all = self.all_arrived_except_blocked();
+        if !second {
+            // Relaxed: written by this CPU at SMI entry.
+            let needed = self.control().sync_needed.load(Ordering::Relaxed);
+            if !all && needed && !self.timed_out(cpu, self.settings.timeout1_us) {
+                return Arrival::Waiting;
+            }
+            let arrived = self.arrival().value();
+            if arrived == SEMAPHORE_LOCKED || arrived >= self.expected_cpus() {
+                return Arrival::Done(all);
+            }
+            for (i, s) in self.cpus().iter() {
+                let lost = self.mailbox(i).is_some_and(|m| m.busy.is_lost());
+                if i != cpu && !s.is_empty() && !s.is_present() && !lost {
+                    self.platform.send_smi_ipi(s.apic_id());
+                    self.stats().bump(Counter::IpisSent);
+                }
+            }
+            self.timed_wait_start(cpu);
+            return Arrival::SecondRound;
+        }
+        if !all && !self.timed_out(cpu, self.settings.timeout2_us) {
+            return Arrival::Waiting;
+        }
+        if !all {
+            self.stats().bump(Counter::Timeouts);
+            self.log(
+                LOG_ERROR,
+                c"mm-mp: not every CPU arrived at the SMI rendezvous",
+            );
+        }
+        Arrival::Done(all)
+    }
+
+    // -- §6.2 entry -----------------------------------------------------------
+
+    fn entry(&self, cpu: usize) -> Step {
+        let control = self.control();
+        self.run_startup_procedure();
+        self.platform.rendezvous_entry(cpu);
+        let valid = self.platform.is_valid_smi();
+        // Sampled after the validity check: the BSP may clear the SMI
+        // source after it checked in (EDK2 comment in SmiRendezvous).
+        let bsp_inside = self.in_smi();
+        if !valid && !bsp_inside {
+            self.stats().bump(Counter::SpuriousSmis);
+            return Step::Leave;
+        }
+        if self.arrival().release().is_none() {
+            self.stats().bump(Counter::LateCpus);
+            return Step::Go(LATE);
+        }
+        if let Some(m) = self.mailbox(cpu) {
+            m.busy.reset_free();
+        }
+        if !bsp_inside && self.settings.bsp_election {
+            // Acquire: pairs with SwitchBsp's Release store of the candidate.
+            let candidate = control.bsp_candidate.load(Ordering::Acquire);
+            if candidate == NO_BSP || candidate as usize == cpu {
+                match self.platform.bsp_election_preference() {
+                    // The platform names this CPU: it is the BSP (EDK2
+                    // stores the index without a compare-exchange).
+                    // Release: as the CAS below.
+                    Some(true) => control.bsp_index.store(cpu as u32, Ordering::Release),
+                    Some(false) => {}
+                    None => {
+                        // First come wins. AcqRel: the winner's later
+                        // writes are ordered after the election; losers
+                        // read the winner's index below.
+                        let _ = control.bsp_index.compare_exchange(
+                            NO_BSP,
+                            cpu as u32,
+                            Ordering::AcqRel,
+                            Ordering::Acquire,
+                        );
+                    }
+                }
+            }
+        }
+        // Acquire: pairs with the election above (ours or a winner's).
+        let bsp = control.bsp_index.load(Ordering::Acquire);
+        if !bsp_inside && bsp == cpu as u32 {
+            return self.bsp_enter(cpu);
+        }
+        self.timed_wait_start(cpu);
+        Step::Go(AP_WAIT_BSP)
+    }
+
+    /// Late CPUs and APs at the end: leave once the BSP ended the SMI.
+    fn late(&self) -> Step {
+        if self.in_smi() {
             return Step::Wait;
         }
-        self.platform.before_mmi_handler(cpu);
-        self.signal_bsp(cpu);
-        Step::Go(PHASE_AP_LOOP)
+        self.wait_end_of_smi()
     }
 
-    fn ap_loop(&self, cpu: usize) -> Step {
-        loop {
-            if !self.take_run(cpu) {
-                return Step::Wait;
-            }
-            if !self.in_smi() {
-                break;
-            }
-            if let Some(m) = self.mailbox(cpu) {
-                let tokens = self.tokens();
-                m.run(|link| tokens.by_link(link));
-            }
-        }
-        if let Some(s) = self.cpu(cpu) {
-            s.set_present(false);
-        }
-        self.signal_bsp(cpu);
-        Step::Go(PHASE_AP_EXIT)
-    }
-
-    fn ap_exit(&self, _cpu: usize) -> Step {
+    fn wait_end_of_smi(&self) -> Step {
         // Acquire: pairs with the BSP's final Release store.
         if self.control().all_in_sync.load(Ordering::Acquire) {
             Step::Wait
@@ -452,14 +379,397 @@ impl Instance {
             Step::Leave
         }
     }
-}
 
-/// What a phase handler decided.
-enum Step {
-    /// Stay in the current phase; nothing more to do now.
-    Wait,
-    /// Move to another phase and keep going.
-    Go(u32),
-    /// Done with this SMI: run the exit hook and return Ready.
-    Leave,
+    // -- §6.3 BSP path ----------------------------------------------------------
+
+    fn bsp_enter(&self, cpu: usize) -> Step {
+        let control = self.control();
+        self.stats().bump(Counter::Smis);
+        // A pending SwitchBsp is consumed by this election (EDK2 clears
+        // SwitchBsp and CandidateBsp[] here). Relaxed: BSP-only until the
+        // next election, which this SMI's final Release store precedes.
+        control.bsp_candidate.store(NO_BSP, Ordering::Relaxed);
+        control.lost_count.store(0, Ordering::Relaxed);
+        control.all_arrived.store(false, Ordering::Relaxed);
+        control
+            .sync_needed
+            .store(self.platform.is_sync_needed(), Ordering::Relaxed);
+        // Release: everything before (check-in, election) is visible to a
+        // CPU that sees "BSP inside" or reads the current BSP.
+        control.current_bsp.store(cpu, Ordering::Release);
+        control.bsp_inside.store(true, Ordering::Release);
+        if let Some(s) = self.cpu(cpu) {
+            s.set_present(true);
+        }
+        self.platform.clear_top_level_smi_status();
+        if !self.gathered() {
+            self.platform.before_mmi_handler(cpu);
+            return self.bsp_run_handlers(cpu);
+        }
+        self.timed_wait_start(cpu);
+        Step::Go(BSP_ARRIVAL)
+    }
+
+    /// §6.3 step 2 + §6.5: wait for arrivals, lock the door.
+    fn bsp_arrival(&self, cpu: usize, current: u32) -> Step {
+        let all = match self.arrival_wait(cpu, current == BSP_ARRIVAL2) {
+            Arrival::Waiting => return Step::Wait,
+            Arrival::SecondRound => return Step::Go(BSP_ARRIVAL2),
+            Arrival::Done(all) => all,
+        };
+        let control = self.control();
+        control.all_arrived.store(all, Ordering::Relaxed);
+        // Release: latecomers that see the flag also see the locked door.
+        control.all_in_sync.store(true, Ordering::Release);
+        let count = self.arrival().lock_down();
+        control.door_count.store(count, Ordering::Relaxed);
+        self.expect_signals(cpu);
+        Step::Go(BSP_SYNC1)
+    }
+
+    fn bsp_sync1(&self, cpu: usize) -> Step {
+        if !self.signals_in(cpu) {
+            return Step::Wait;
+        }
+        self.release_present_aps(cpu); // #2
+        self.expect_signals(cpu);
+        if self.settings.configure_mtrrs {
+            self.platform.mtrr_save(cpu);
+            return Step::Go(BSP_MTRR_SAVED);
+        }
+        self.platform.before_mmi_handler(cpu);
+        Step::Go(BSP_SYNC2)
+    }
+
+    fn bsp_mtrr_saved(&self, cpu: usize) -> Step {
+        if !self.signals_in(cpu) {
+            return Step::Wait; // #3
+        }
+        self.release_present_aps(cpu); // #4
+        self.expect_signals(cpu);
+        self.platform.mtrr_replace(cpu);
+        Step::Go(BSP_MTRR_REPLACED)
+    }
+
+    fn bsp_mtrr_replaced(&self, cpu: usize) -> Step {
+        if !self.signals_in(cpu) {
+            return Step::Wait; // #5
+        }
+        self.release_present_aps(cpu); // #6
+        self.expect_signals(cpu);
+        self.platform.before_mmi_handler(cpu);
+        Step::Go(BSP_SYNC2)
+    }
+
+    fn bsp_sync2(&self, cpu: usize) -> Step {
+        if !self.signals_in(cpu) {
+            return Step::Wait; // #7
+        }
+        self.bsp_run_handlers(cpu)
+    }
+
+    /// §6.3 step 4: run the MMI handlers through the foundation entry.
+    fn bsp_run_handlers(&self, cpu: usize) -> Step {
+        self.platform.mm_foundation_entry(cpu);
+        self.timed_wait_start(cpu);
+        Step::Go(BSP_WAIT_FREE)
+    }
+
+    /// §6.3 step 4: wait until every present AP is free; with a time
+    /// source, APs still busy after the second timeout are marked lost.
+    fn bsp_wait_free(&self, cpu: usize) -> Step {
+        let busy = |i: usize| self.mailbox(i).is_some_and(|m| !m.busy.is_free());
+        let any_busy = self
+            .cpus()
+            .iter()
+            .any(|(i, s)| i != cpu && s.is_present() && busy(i));
+        if any_busy {
+            if !self.timed_out(cpu, self.settings.timeout2_us) {
+                return Step::Wait;
+            }
+            let mut finishing = false;
+            for (i, s) in self.cpus().iter() {
+                if i == cpu || !s.is_present() || !busy(i) {
+                    continue;
+                }
+                finishing |= !self.mark_lost(i);
+            }
+            if finishing {
+                return Step::Wait;
+            }
+        }
+        if !self.gathered() {
+            let control = self.control();
+            // Release: as in `bsp_arrival`.
+            control.all_in_sync.store(true, Ordering::Release);
+            let count = self.arrival().lock_down();
+            control.door_count.store(count, Ordering::Relaxed);
+            return Step::Go(BSP_WAIT_PRESENT);
+        }
+        self.bsp_release_loop(cpu)
+    }
+
+    /// Mark AP `ap` lost (its procedure outlived the exit timeout). Returns
+    /// `false` when it turned out to be finishing right now (not lost).
+    fn mark_lost(&self, ap: usize) -> bool {
+        let (Some(mailbox), Some(state)) = (self.mailbox(ap), self.cpu(ap)) else {
+            return true;
+        };
+        match mailbox.busy.mark_lost() {
+            Abandon::Abandoned => {
+                let target = mailbox.status_target();
+                if !target.is_null() {
+                    // SAFETY: validated when the call was posted; the AP
+                    // lost the race for it, so the BSP owns it now.
+                    unsafe { target.write_volatile(Status::TIMEOUT) };
+                }
+                if let Some(token) = self.tokens().by_link(mailbox.token()) {
+                    token.mark_timed_out();
+                }
+            }
+            Abandon::AlreadyAbandoned => {}
+            Abandon::Finishing => return false,
+            Abandon::AlreadyFree => return true,
+        }
+        state.set_present(false);
+        // Relaxed: BSP-only counter (see `active_aps`).
+        let control = self.control();
+        let lost = control.lost_count.load(Ordering::Relaxed);
+        control.lost_count.store(lost + 1, Ordering::Relaxed);
+        self.stats().bump(Counter::LostAps);
+        self.stats().bump(Counter::Timeouts);
+        self.log(
+            LOG_ERROR,
+            c"mm-mp: an AP procedure outlived the SMI; AP marked lost",
+        );
+        true
+    }
+
+    fn bsp_wait_present(&self, cpu: usize) -> Step {
+        let present = self.cpus().iter().filter(|(_, s)| s.is_present()).count() as u32;
+        // The BSP counts itself, hence "more than the active AP count".
+        if present <= self.active_aps() {
+            return Step::Wait;
+        }
+        self.bsp_release_loop(cpu)
+    }
+
+    /// §6.3 step 6: close the services, release APs from the loop (#8).
+    fn bsp_release_loop(&self, cpu: usize) -> Step {
+        // Release: an AP that wakes and sees "BSP inside" cleared also sees
+        // every result of the SMI.
+        self.control().bsp_inside.store(false, Ordering::Release);
+        self.release_present_aps(cpu);
+        self.expect_signals(cpu);
+        if self.settings.configure_mtrrs {
+            return Step::Go(BSP_MTRR_EXIT);
+        }
+        self.bsp_before_final(cpu)
+    }
+
+    fn bsp_mtrr_exit(&self, cpu: usize) -> Step {
+        if !self.signals_in(cpu) {
+            return Step::Wait; // #9
+        }
+        self.release_present_aps(cpu); // #10
+        self.expect_signals(cpu);
+        self.platform.mtrr_restore(cpu);
+        Step::Go(BSP_MTRR_RESTORED)
+    }
+
+    fn bsp_mtrr_restored(&self, cpu: usize) -> Step {
+        if !self.signals_in(cpu) {
+            return Step::Wait; // #11
+        }
+        self.release_present_aps(cpu); // #12
+        self.bsp_before_final(cpu)
+    }
+
+    /// §6.3 step 8: pending CPU operations, BSP not present, wait #13.
+    fn bsp_before_final(&self, cpu: usize) -> Step {
+        if let Some(s) = self.cpu(cpu) {
+            s.set_present(false);
+        }
+        self.expect_signals(cpu);
+        Step::Go(BSP_FINAL)
+    }
+
+    /// §6.3 step 9.
+    fn bsp_final(&self, cpu: usize) -> Step {
+        if !self.signals_in(cpu) {
+            return Step::Wait; // #13
+        }
+        let control = self.control();
+        self.tokens().reset();
+        if self.settings.bsp_election {
+            control.bsp_index.store(NO_BSP, Ordering::Relaxed);
+        }
+        control.current_bsp.store(usize::MAX, Ordering::Relaxed);
+        self.arrival().set(0);
+        // Release: the last store of the SMI; every CPU waiting on it sees
+        // the whole end-of-SMI state.
+        control.all_in_sync.store(false, Ordering::Release);
+        Step::Leave
+    }
+
+    // -- §6.4 AP path -------------------------------------------------------------
+
+    fn ap_wait_bsp(&self, cpu: usize, current: u32) -> Step {
+        if !self.in_smi() {
+            if current == AP_WAIT_BSP {
+                if !self.timed_out(cpu, self.settings.timeout1_us) {
+                    return Step::Wait;
+                }
+                // Acquire: pairs with the election.
+                let bsp = self.control().bsp_index.load(Ordering::Acquire);
+                if let Some(b) = self.cpu(bsp as usize).filter(|_| bsp != NO_BSP) {
+                    self.platform.send_smi_ipi(b.apic_id());
+                    self.stats().bump(Counter::IpisSent);
+                    self.timed_wait_start(cpu);
+                    return Step::Go(AP_WAIT_BSP2);
+                }
+                // BSP unknown: give up without an IPI (EDK2).
+                return self.ap_give_up();
+            }
+            if !self.timed_out(cpu, self.settings.timeout2_us) {
+                return Step::Wait;
+            }
+            return self.ap_give_up();
+        }
+        let bsp = self.current_bsp();
+        let Some(state) = self.cpu(cpu) else {
+            return Step::Leave;
+        };
+        // Relaxed: private to this CPU.
+        state.bsp.store(bsp as u32, Ordering::Relaxed);
+        state.set_present(true);
+        if !self.gathered() {
+            self.platform.before_mmi_handler(cpu);
+            return Step::Go(AP_LOOP);
+        }
+        self.signal_bsp(cpu); // #1
+        Step::Go(AP_SYNC)
+    }
+
+    /// The BSP never came: check out and leave once no SMI is in sync.
+    fn ap_give_up(&self) -> Step {
+        let _ = self.arrival().decrement_unless_locked();
+        self.stats().bump(Counter::Timeouts);
+        self.log(LOG_WARN, c"mm-mp: AP gave up waiting for the BSP");
+        Step::Go(AP_EXIT)
+    }
+
+    fn ap_sync(&self, cpu: usize) -> Step {
+        if !self.take_run(cpu) {
+            return Step::Wait; // #2
+        }
+        if self.settings.configure_mtrrs {
+            self.platform.mtrr_save(cpu);
+            self.signal_bsp(cpu); // #3
+            return Step::Go(AP_MTRR_SAVED);
+        }
+        self.ap_before_loop(cpu)
+    }
+
+    fn ap_mtrr_saved(&self, cpu: usize) -> Step {
+        if !self.take_run(cpu) {
+            return Step::Wait; // #4
+        }
+        self.platform.mtrr_replace(cpu);
+        self.signal_bsp(cpu); // #5
+        Step::Go(AP_MTRR_REPLACED)
+    }
+
+    fn ap_mtrr_replaced(&self, cpu: usize) -> Step {
+        if !self.take_run(cpu) {
+            return Step::Wait; // #6
+        }
+        self.ap_before_loop(cpu)
+    }
+
+    fn ap_before_loop(&self, cpu: usize) -> Step {
+        self.platform.before_mmi_handler(cpu);
+        self.signal_bsp(cpu); // #7
+        Step::Go(AP_LOOP)
+    }
+
+    /// §6.4 step 3: the dispatch loop.
+    fn ap_loop(&self, cpu: usize) -> Step {
+        loop {
+            if !self.take_run(cpu) {
+                return Step::Wait; // #8 or a procedure
+            }
+            if !self.in_smi() {
+                break;
+            }
+            if let Some(m) = self.mailbox(cpu) {
+                let tokens = self.tokens();
+                if m.run(|link| tokens.by_link(link)) {
+                    // Marked lost: the SMI went on without us. Leave
+                    // without touching its state.
+                    return Step::Leave;
+                }
+            }
+        }
+        if self.settings.configure_mtrrs {
+            self.signal_bsp(cpu); // #9
+            return Step::Go(AP_MTRR_EXIT);
+        }
+        self.ap_leave_handler(cpu)
+    }
+
+    fn ap_mtrr_exit(&self, cpu: usize) -> Step {
+        if !self.take_run(cpu) {
+            return Step::Wait; // #10
+        }
+        self.platform.mtrr_restore(cpu);
+        self.signal_bsp(cpu); // #11
+        Step::Go(AP_MTRR_RESTORED)
+    }
+
+    fn ap_mtrr_restored(&self, cpu: usize) -> Step {
+        if !self.take_run(cpu) {
+            return Step::Wait; // #12
+        }
+        self.ap_leave_handler(cpu)
+    }
+
+    /// §6.4 step 4: not present, signal #13, wait for the end.
+    fn ap_leave_handler(&self, cpu: usize) -> Step {
+        if let Some(s) = self.cpu(cpu) {
+            s.set_present(false);
+        }
+        self.signal_bsp(cpu); // #13
+        Step::Go(AP_EXIT)
+    }
+
+    // -- §6.7 EDKII_SMM_CPU_RENDEZVOUS_PROTOCOL -------------------------------
+
+    /// `WaitForAllProcessor (BlockingMode)` (SPEC §6.7).
+    pub fn wait_for_all_processor(&self, blocking: bool) -> Status {
+        let control = self.control();
+        // Relaxed: written by the BSP, which is the caller (handlers run on it).
+        if self.in_smi() && control.all_arrived.load(Ordering::Relaxed) {
+            return Status::SUCCESS;
+        }
+        if !blocking || self.gathered() || !self.in_smi() {
+            return Status::TIMEOUT;
+        }
+        let bsp = self.current_bsp();
+        self.timed_wait_start(bsp);
+        let mut second = false;
+        let all = loop {
+            match self.arrival_wait(bsp, second) {
+                Arrival::Waiting => self.platform.pause(),
+                Arrival::SecondRound => second = true,
+                Arrival::Done(all) => break all,
+            }
+        };
+        control.all_arrived.store(all, Ordering::Relaxed);
+        if all {
+            Status::SUCCESS
+        } else {
+            Status::TIMEOUT
+        }
+    }
 }

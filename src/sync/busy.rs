@@ -9,9 +9,14 @@
 //!   FREE --try_claim (BSP)--> CLAIMED --begin_finish (AP)--> FINISHING --finish (AP)--> FREE
 //!                               |
 //!                               +--abandon (BSP, timeout)--> ABANDONED --finish (AP)--> FREE
+//!                               |                               |
+//!                               +--mark_lost (BSP, SMI exit)----+--> LOST --finish (AP)--> FREE
 //! ```
-//! Exactly one of `begin_finish` and `abandon` wins; the winner owns the
-//! caller's status word for this call.
+//! Exactly one of `begin_finish` and `abandon`/`mark_lost` wins; the winner
+//! owns the caller's status word for this call. LOST also tells the AP
+//! that the SMI it was dispatched in has ended without it (SPEC §6.3 step
+//! 4): the verdict travels in the same word, so there is no window where
+//! the AP could miss it.
 
 use super::atomic::{AtomicU32, Ordering};
 
@@ -19,6 +24,18 @@ const FREE: u32 = 0;
 const CLAIMED: u32 = 1;
 const FINISHING: u32 = 2;
 const ABANDONED: u32 = 3;
+const LOST: u32 = 4;
+
+/// Result of [`BusyFlag::begin_finish`].
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Finish {
+    /// The AP publishes its result.
+    Won,
+    /// The call timed out: discard the result, stay in the dispatch loop.
+    Abandoned,
+    /// The BSP ended the SMI without this AP: discard and leave.
+    Lost,
+}
 
 /// Result of [`BusyFlag::abandon`].
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -29,7 +46,7 @@ pub enum Abandon {
     Finishing,
     /// The AP already finished.
     AlreadyFree,
-    /// An earlier timeout already abandoned it.
+    /// An earlier timeout already abandoned it (or it is already lost).
     AlreadyAbandoned,
 }
 
@@ -70,18 +87,30 @@ impl BusyFlag {
     pub fn is_abandoned(&self) -> bool {
         // Relaxed: a stale "not abandoned" only means the AP runs a
         // procedure whose result it will then discard in `begin_finish`.
-        self.0.load(Ordering::Relaxed) == ABANDONED
+        matches!(self.0.load(Ordering::Relaxed), ABANDONED | LOST)
     }
 
-    /// AP: claim the right to publish the result. `false` when abandoned.
-    pub fn begin_finish(&self) -> bool {
-        // Relaxed: the AP already acquired the mailbox through its run
-        // semaphore; this CAS only decides ownership of the result slot
-        // against `abandon`, and both sides then publish with Release
-        // stores (`finish`) or own the slot alone.
-        self.0
-            .compare_exchange(CLAIMED, FINISHING, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
+    /// Whether the BSP ended an SMI without this AP (still running).
+    pub fn is_lost(&self) -> bool {
+        // Acquire pairs with the Release of `mark_lost`.
+        self.0.load(Ordering::Acquire) == LOST
+    }
+
+    /// AP: claim the right to publish the result.
+    pub fn begin_finish(&self) -> Finish {
+        // Relaxed on success: the AP already acquired the mailbox through
+        // its run semaphore; this CAS only decides ownership of the result
+        // slot against `abandon`/`mark_lost`, and both sides then publish
+        // with Release stores (`finish`) or own the slot alone. Acquire on
+        // failure pairs with `mark_lost`'s Release (the SMI-exit verdict).
+        match self
+            .0
+            .compare_exchange(CLAIMED, FINISHING, Ordering::Relaxed, Ordering::Acquire)
+        {
+            Ok(_) => Finish::Won,
+            Err(LOST) => Finish::Lost,
+            Err(_) => Finish::Abandoned,
+        }
     }
 
     /// AP: the call is over (results published or discarded).
@@ -102,8 +131,32 @@ impl BusyFlag {
         {
             Ok(_) => Abandon::Abandoned,
             Err(FINISHING) => Abandon::Finishing,
-            Err(ABANDONED) => Abandon::AlreadyAbandoned,
+            Err(ABANDONED | LOST) => Abandon::AlreadyAbandoned,
             Err(_) => Abandon::AlreadyFree,
+        }
+    }
+
+    /// BSP at SMI exit: the AP's call outlived the exit timeout. Returns
+    /// `Abandoned` when the BSP now owns the status word, `AlreadyAbandoned`
+    /// when an earlier timeout owns it (the AP is lost in both cases),
+    /// `Finishing`/`AlreadyFree` when the AP is done after all (not lost).
+    pub fn mark_lost(&self) -> Abandon {
+        let mut current = CLAIMED;
+        loop {
+            // Release on success: the AP that reads LOST (Acquire in
+            // `begin_finish`/`is_lost`) sees the SMI-exit state before it.
+            // Acquire on failure: seeing FREE shows the AP's results.
+            match self
+                .0
+                .compare_exchange(current, LOST, Ordering::Release, Ordering::Acquire)
+            {
+                Ok(CLAIMED) => return Abandon::Abandoned,
+                Ok(_) => return Abandon::AlreadyAbandoned,
+                Err(ABANDONED) => current = ABANDONED,
+                Err(LOST) => return Abandon::AlreadyAbandoned,
+                Err(FINISHING) => return Abandon::Finishing,
+                Err(_) => return Abandon::AlreadyFree,
+            }
         }
     }
 
@@ -131,8 +184,9 @@ mod tests {
         assert!(b.try_claim());
         assert!(!b.try_claim());
         assert!(!b.is_free());
-        assert!(b.begin_finish());
+        assert_eq!(b.begin_finish(), Finish::Won);
         assert_eq!(b.abandon(), Abandon::Finishing);
+        assert_eq!(b.mark_lost(), Abandon::Finishing);
         b.finish();
         assert!(b.is_free());
         assert_eq!(b.abandon(), Abandon::AlreadyFree);
@@ -146,10 +200,27 @@ mod tests {
         assert_eq!(b.abandon(), Abandon::AlreadyAbandoned);
         assert!(b.is_abandoned());
         assert!(!b.try_claim(), "a timed-out AP stays busy");
-        assert!(!b.begin_finish());
+        assert_eq!(b.begin_finish(), Finish::Abandoned);
         b.finish();
         assert!(b.try_claim());
         b.unclaim();
         assert!(b.is_free());
+    }
+
+    #[test]
+    fn lost_from_claimed_or_abandoned() {
+        let b = BusyFlag::new();
+        assert_eq!(b.mark_lost(), Abandon::AlreadyFree);
+        assert!(b.try_claim());
+        assert_eq!(b.mark_lost(), Abandon::Abandoned);
+        assert!(b.is_lost() && b.is_abandoned() && !b.try_claim());
+        assert_eq!(b.abandon(), Abandon::AlreadyAbandoned);
+        assert_eq!(b.begin_finish(), Finish::Lost);
+        b.finish();
+        assert!(b.try_claim());
+        assert_eq!(b.abandon(), Abandon::Abandoned);
+        assert_eq!(b.mark_lost(), Abandon::AlreadyAbandoned);
+        assert!(b.is_lost());
+        assert_eq!(b.begin_finish(), Finish::Lost);
     }
 }

@@ -15,6 +15,6 @@ mod busy;
 mod semaphore;
 mod wait;
 
-pub use busy::{Abandon, BusyFlag};
+pub use busy::{Abandon, BusyFlag, Finish};
 pub use semaphore::{Semaphore, SEMAPHORE_LOCKED};
 pub use wait::{pause, PauseFn};
