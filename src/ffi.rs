@@ -6,10 +6,12 @@ use core::ffi::c_void;
 use core::mem::offset_of;
 
 use crate::efi::{
-    ApProcedure, ApProcedure2, MmCompletion, MmMpProtocol, Status, MM_MP_PROTOCOL_REVISION,
+    ApProcedure, ApProcedure2, Boolean, MmCompletion, MmMpProtocol, SmmCpuRendezvousProtocol,
+    Status, MM_MP_PROTOCOL_REVISION,
 };
 use crate::instance::{validate, Instance};
 use crate::platform::{MmMpConfig, MmMpPlatform};
+use crate::stats::Counter;
 
 /// `MM_MP_INSTANCE`: opaque handle of one mm-mp instance. It lives at the
 /// start of the buffer given to MmMpInitialize.
@@ -224,6 +226,115 @@ pub unsafe extern "efiapi" fn MmMpGetTokenResult(
         None => Status::INVALID_PARAMETER,
     }
 }
+
+/// `MM_MP_STATISTICS_REVISION`.
+pub const MM_MP_STATISTICS_REVISION: u32 = 1;
+
+/// `MM_MP_STATISTICS`: what the instance has seen since initialisation.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct MmMpStatistics {
+    /// MM_MP_STATISTICS_REVISION.
+    pub revision: u32,
+    pub reserved: u32,
+    /// SMIs handled (one per BSP run).
+    pub smis: u64,
+    /// Invalid SMIs with no BSP inside (every CPU left at once).
+    pub spurious_smis: u64,
+    /// CPUs that arrived after the door was locked.
+    pub late_cpus: u64,
+    /// SMI IPIs sent to absent CPUs or to a missing BSP.
+    pub ipis_sent: u64,
+    /// Waits ended by a timeout (arrival, BSP wait, MM MP calls, lost APs).
+    pub timeouts: u64,
+    /// APs whose procedure outlived an SMI (marked lost).
+    pub lost_aps: u64,
+    /// Procedures started by DispatchProcedure / StartupThisAp.
+    pub dispatches: u64,
+    /// BroadcastProcedure calls that started procedures.
+    pub broadcasts: u64,
+}
+
+/**
+  Read the instance's statistics.
+
+  @param[in]  Instance    The instance.
+  @param[out] Statistics  Receives the counters.
+
+  @retval EFI_SUCCESS            *Statistics was written.
+  @retval EFI_INVALID_PARAMETER  Instance or Statistics is NULL.
+**/
+#[no_mangle]
+pub unsafe extern "efiapi" fn MmMpGetStatistics(
+    Instance: *mut MmMpInstance,
+    Statistics: *mut MmMpStatistics,
+) -> Status {
+    // SAFETY: caller passes an instance from MmMpInitialize or NULL.
+    let Some(inst) = (unsafe { instance(Instance) }) else {
+        return Status::INVALID_PARAMETER;
+    };
+    if Statistics.is_null() {
+        return Status::INVALID_PARAMETER;
+    }
+    let s = inst.stats();
+    let value = MmMpStatistics {
+        revision: MM_MP_STATISTICS_REVISION,
+        reserved: 0,
+        smis: s.get(Counter::Smis),
+        spurious_smis: s.get(Counter::SpuriousSmis),
+        late_cpus: s.get(Counter::LateCpus),
+        ipis_sent: s.get(Counter::IpisSent),
+        timeouts: s.get(Counter::Timeouts),
+        lost_aps: s.get(Counter::LostAps),
+        dispatches: s.get(Counter::Dispatches),
+        broadcasts: s.get(Counter::Broadcasts),
+    };
+    // SAFETY: non-null; the caller passes a writable MM_MP_STATISTICS.
+    unsafe { Statistics.write_unaligned(value) };
+    Status::SUCCESS
+}
+
+/**
+  The EDKII_SMM_CPU_RENDEZVOUS_PROTOCOL embedded in the instance (install
+  it with gMmst). WaitForAllProcessor follows SPEC §6.7.
+
+  @param[in] Instance  The instance.
+
+  @return The protocol, or NULL when Instance is not an instance.
+**/
+#[no_mangle]
+pub unsafe extern "efiapi" fn MmMpGetRendezvousProtocol(
+    Instance: *mut MmMpInstance,
+) -> *mut SmmCpuRendezvousProtocol {
+    // SAFETY: caller passes an instance from MmMpInitialize or NULL.
+    match unsafe { instance(Instance) } {
+        Some(inst) => &inst.rendezvous_protocol as *const SmmCpuRendezvousProtocol as *mut _,
+        None => core::ptr::null_mut(),
+    }
+}
+
+unsafe extern "efiapi" fn rendezvous_wait_for_all_processor(
+    this: *mut SmmCpuRendezvousProtocol,
+    blocking_mode: Boolean,
+) -> Status {
+    if this.is_null() {
+        return Status::INVALID_PARAMETER;
+    }
+    let Some(base) = (this as usize).checked_sub(offset_of!(Instance, rendezvous_protocol)) else {
+        return Status::INVALID_PARAMETER;
+    };
+    // SAFETY: `this` is the protocol embedded in an instance at this
+    // offset (it came from MmMpGetRendezvousProtocol); the magic is checked.
+    match unsafe { Instance::from_ptr(base as *const Instance) } {
+        Some(inst) => inst.wait_for_all_processor(blocking_mode.get()),
+        None => Status::INVALID_PARAMETER,
+    }
+}
+
+/// The rendezvous protocol every instance embeds.
+pub const RENDEZVOUS_PROTOCOL_TEMPLATE: SmmCpuRendezvousProtocol = SmmCpuRendezvousProtocol {
+    wait_for_all_processor: rendezvous_wait_for_all_processor,
+};
 
 // ---------------------------------------------------------------------------
 // EFI_MM_MP_PROTOCOL members

@@ -4,7 +4,7 @@
 //!
 //! Region layout (see `Layout`), every area on its own cache line:
 //! ```text
-//! [Instance header: settings, platform copy, MM MP protocol, startup procedure]
+//! [Instance header: settings, platform copy, protocols, startup procedure]
 //! [arrival counter]            spun on by the BSP, bumped by every CPU
 //! [control: BSP inside, all in sync, BSP index, current BSP]   read by all
 //! [token pool state]           written by the BSP
@@ -19,7 +19,9 @@ use core::ffi::c_void;
 use core::mem::{align_of, size_of};
 
 use crate::cpus::CpuState;
-use crate::efi::{Boolean, MmMpProtocol, ProcessorInformation, Status, INVALID_APIC_ID};
+use crate::efi::{
+    Boolean, MmMpProtocol, ProcessorInformation, SmmCpuRendezvousProtocol, Status, INVALID_APIC_ID,
+};
 use crate::mailbox::Mailbox;
 use crate::memory::{ArrayLayout, Carver, Strided, DEFAULT_LINE, MIN_LINE};
 use crate::platform::{
@@ -133,6 +135,7 @@ pub struct Instance {
     pub platform: MmMpPlatform,
     pub layout: Layout,
     pub mm_mp: MmMpProtocol,
+    pub rendezvous_protocol: SmmCpuRendezvousProtocol,
     pub startup_procedure: AtomicUsize,
     pub startup_argument: AtomicUsize,
 }
@@ -245,6 +248,7 @@ impl Instance {
                 platform,
                 layout,
                 mm_mp: crate::ffi::MM_MP_PROTOCOL_TEMPLATE,
+                rendezvous_protocol: crate::ffi::RENDEZVOUS_PROTOCOL_TEMPLATE,
                 startup_procedure: AtomicUsize::new(0),
                 startup_argument: AtomicUsize::new(0),
             };
