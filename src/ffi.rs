@@ -456,3 +456,10 @@ fn panic(_info: &core::panic::PanicInfo) -> ! {
         core::hint::spin_loop();
     }
 }
+
+/// Precompiled `core` refers to the unwinding personality routine from its
+/// unwind tables even in `panic = "abort"` builds; nothing ever calls it.
+/// Defined here so C and EDK2 links resolve it.
+#[cfg(all(not(test), not(loom), panic = "abort"))]
+#[no_mangle]
+pub extern "C" fn rust_eh_personality() {}

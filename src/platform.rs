@@ -188,7 +188,10 @@ impl MmMpPlatform {
     /// One step of a wait loop.
     #[inline]
     pub fn pause(&self) {
-        crate::sync::pause(self.cpu_pause, self.context)
+        // SAFETY: the integrator supplied this callback in MM_MP_PLATFORM
+        // together with `context`; SPEC §11 lets it be called from any CPU
+        // at any time with that context.
+        unsafe { crate::sync::pause(self.cpu_pause, self.context) }
     }
 
     /// APIC ID of the calling CPU, when the platform can tell.

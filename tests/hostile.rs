@@ -158,7 +158,7 @@ proptest! {
         let line = if c.line == 0 { 64 } else { c.line as usize };
         let mut mem = vec![0xA5u8; size + 256 + line];
         let start = mem.as_ptr() as usize;
-        let aligned = (start + line - 1) / line * line - start;
+        let aligned = start.div_ceil(line) * line - start;
         let off = aligned + c.misalign;
         let avail = size.saturating_sub(c.shrink);
         let mut inst: *mut MmMpInstance = std::ptr::null_mut();

@@ -194,7 +194,7 @@ fn all_rows(n: usize, relaxed: bool) {
             sim.broadcast(p2(proc_fail_odd), 0, ptr(&r), None, Some(&mut arr[..slots])),
             Status::SUCCESS,
         );
-        for i in 0..slots {
+        for (i, &got) in arr.iter().enumerate().take(slots) {
             let want = if i == bsp || Some(i) == absent || i == n {
                 Status::NOT_STARTED
             } else if i % 2 == 1 {
@@ -202,7 +202,7 @@ fn all_rows(n: usize, relaxed: bool) {
             } else {
                 Status::SUCCESS
             };
-            c.eq(&format!("2.3.9 status[{i}]"), arr[i], want);
+            c.eq(&format!("2.3.9 status[{i}]"), got, want);
         }
         let after = r.runs();
         for i in 0..slots {

@@ -8,8 +8,12 @@ use core::ffi::c_void;
 pub type PauseFn = Option<unsafe extern "efiapi" fn(context: *mut c_void)>;
 
 /// One step of a wait loop.
+///
+/// # Safety
+/// `hook`, when present, must be callable with `context` from any CPU at
+/// any time (the integrator's `CpuPause` and `Context` of MM_MP_PLATFORM).
 #[inline]
-pub fn pause(hook: PauseFn, context: *mut c_void) {
+pub unsafe fn pause(hook: PauseFn, context: *mut c_void) {
     #[cfg(loom)]
     {
         let _ = (hook, context);
@@ -17,9 +21,7 @@ pub fn pause(hook: PauseFn, context: *mut c_void) {
     }
     #[cfg(not(loom))]
     match hook {
-        // SAFETY: the integrator supplied this callback in MM_MP_PLATFORM
-        // together with `context`; the contract of SPEC §11 is that it may
-        // be called from any CPU at any time with that context.
+        // SAFETY: the caller's contract (see above).
         Some(f) => unsafe { f(context) },
         None => core::hint::spin_loop(),
     }

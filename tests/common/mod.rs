@@ -69,6 +69,7 @@ pub struct Options {
     pub empty: Vec<usize>,
     /// Install a GetApicId hook (caller checks).
     pub apic_hook: bool,
+    pub mtrrs: bool,
 }
 
 impl Options {
@@ -85,7 +86,16 @@ impl Options {
             timeout_us: 1000,
             empty: Vec::new(),
             apic_hook: true,
+            mtrrs: false,
         }
+    }
+    pub fn mtrrs(mut self, m: bool) -> Self {
+        self.mtrrs = m;
+        self
+    }
+    pub fn timeout_us(mut self, t: u64) -> Self {
+        self.timeout_us = t;
+        self
     }
     pub fn relaxed(mut self, r: bool) -> Self {
         self.relaxed = r;
@@ -146,6 +156,24 @@ pub struct Sim {
     pub exits: AtomicUsize,
     pub foundation_calls: AtomicUsize,
     pub smi_valid: AtomicBool,
+    /// Machine mode: an SMI source is pending (IsValidSmi answers it when
+    /// `source_validity` is set; ClearTopLevelSmiStatus clears it).
+    pub source: AtomicBool,
+    pub source_validity: AtomicBool,
+    /// Per CPU: an SMI is pending for it (set by SMI sources and IPIs).
+    pub pending: Vec<AtomicBool>,
+    /// Per CPU: its thread is inside MmMpSmiRendezvous.
+    pub in_smm: Vec<AtomicBool>,
+    /// Per CPU: it takes no SMI (a missing CPU).
+    pub dead: Vec<AtomicBool>,
+    /// Deliver SMI IPIs by setting `pending` (machine mode).
+    pub deliver_ipis: AtomicBool,
+    /// Per CPU MTRR hook calls: save, replace, restore.
+    pub mtrr_calls: Vec<[AtomicUsize; 3]>,
+    /// BspElection hook: CPU the platform names (NONE = no preference).
+    pub preferred_bsp: AtomicUsize,
+    /// GetSmmDelayedBlockedDisabledCount: blocked CPUs reported.
+    pub blocked: AtomicUsize,
     sched: Mutex<Sched>,
 }
 
@@ -187,11 +215,71 @@ unsafe extern "efiapi" fn cb_apic(_ctx: *mut c_void) -> u64 {
 }
 
 unsafe extern "efiapi" fn cb_ipi(ctx: *mut c_void, apic_id: u64) {
-    sim_of(ctx).ipis.lock().unwrap().push(apic_id);
+    let sim = sim_of(ctx);
+    sim.ipis.lock().unwrap().push(apic_id);
+    if sim.deliver_ipis.load(Ordering::SeqCst) {
+        if let Some(p) = sim.pending.get(cpu_of_apic(apic_id)) {
+            p.store(true, Ordering::SeqCst);
+        }
+    }
 }
 
 unsafe extern "efiapi" fn cb_valid(ctx: *mut c_void) -> Boolean {
-    Boolean::from(sim_of(ctx).smi_valid.load(Ordering::SeqCst))
+    let sim = sim_of(ctx);
+    if sim.source_validity.load(Ordering::SeqCst) {
+        return Boolean::from(sim.source.load(Ordering::SeqCst));
+    }
+    Boolean::from(sim.smi_valid.load(Ordering::SeqCst))
+}
+
+unsafe extern "efiapi" fn cb_clear_status(ctx: *mut c_void) -> Boolean {
+    Boolean::from(sim_of(ctx).source.swap(false, Ordering::SeqCst))
+}
+
+unsafe extern "efiapi" fn cb_election(ctx: *mut c_void, is_bsp: *mut Boolean) -> Status {
+    let want = sim_of(ctx).preferred_bsp.load(Ordering::SeqCst);
+    if want == NONE {
+        return Status::NOT_READY;
+    }
+    // SAFETY: the library passes a valid out-pointer.
+    unsafe { *is_bsp = Boolean::from(current_cpu() == want) };
+    Status::SUCCESS
+}
+
+unsafe extern "efiapi" fn cb_counts(
+    ctx: *mut c_void,
+    delayed: *mut u32,
+    blocked: *mut u32,
+    disabled: *mut u32,
+) {
+    // SAFETY: the library passes valid out-pointers.
+    unsafe {
+        *delayed = 0;
+        *blocked = sim_of(ctx).blocked.load(Ordering::SeqCst) as u32;
+        *disabled = 0;
+    }
+}
+
+fn mtrr(ctx: *mut c_void, cpu: usize, which: usize) {
+    if let Some(c) = sim_of(ctx).mtrr_calls.get(cpu) {
+        c[which].fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+unsafe extern "efiapi" fn cb_mtrr_save(ctx: *mut c_void, cpu: usize) {
+    mtrr(ctx, cpu, 0)
+}
+
+unsafe extern "efiapi" fn cb_mtrr_replace(ctx: *mut c_void, cpu: usize) {
+    mtrr(ctx, cpu, 1)
+}
+
+unsafe extern "efiapi" fn cb_mtrr_restore(ctx: *mut c_void, cpu: usize) {
+    mtrr(ctx, cpu, 2)
+}
+
+pub fn cpu_of_apic(apic_id: u64) -> usize {
+    (apic_id.wrapping_sub(0x100) / 2) as usize
 }
 
 unsafe extern "efiapi" fn cb_entry(ctx: *mut c_void, _cpu: usize) {
@@ -254,7 +342,7 @@ pub fn config(opts: &Options, table: &[ProcessorInformation]) -> MmMpConfig {
         bsp_election: Boolean::from(opts.election),
         hot_plug_support: Boolean::FALSE,
         blocking_startup_this_ap: Boolean::from(opts.blocking_startup),
-        configure_mtrrs: Boolean::FALSE,
+        configure_mtrrs: Boolean::from(opts.mtrrs),
         reserved: 0,
         ap_sync_timeout_us: opts.timeout_us,
         ap_sync_timeout2_us: opts.timeout_us,
@@ -282,16 +370,16 @@ pub fn platform(opts: &Options, ctx: *mut c_void) -> MmMpPlatform {
         get_apic_id: if opts.apic_hook { Some(cb_apic) } else { None },
         send_smi_ipi: Some(cb_ipi),
         is_valid_smi: Some(cb_valid),
-        clear_top_level_smi_status: None,
-        bsp_election: None,
+        clear_top_level_smi_status: Some(cb_clear_status),
+        bsp_election: Some(cb_election),
         rendezvous_entry: Some(cb_entry),
         rendezvous_exit: Some(cb_exit),
         before_mmi_handler: None,
         is_sync_always_needed: None,
-        get_smm_delayed_blocked_disabled_count: None,
-        mtrr_save: None,
-        mtrr_replace: None,
-        mtrr_restore: None,
+        get_smm_delayed_blocked_disabled_count: Some(cb_counts),
+        mtrr_save: Some(cb_mtrr_save),
+        mtrr_replace: Some(cb_mtrr_replace),
+        mtrr_restore: Some(cb_mtrr_restore),
         mm_foundation_entry: Some(cb_foundation),
         get_processor_location: None,
         register_exception_handler: None,
@@ -331,6 +419,15 @@ impl Sim {
             exits: AtomicUsize::new(0),
             foundation_calls: AtomicUsize::new(0),
             smi_valid: AtomicBool::new(true),
+            source: AtomicBool::new(false),
+            source_validity: AtomicBool::new(false),
+            pending: (0..opts.cpus).map(|_| AtomicBool::new(false)).collect(),
+            in_smm: (0..opts.cpus).map(|_| AtomicBool::new(false)).collect(),
+            dead: (0..opts.cpus).map(|_| AtomicBool::new(false)).collect(),
+            deliver_ipis: AtomicBool::new(false),
+            mtrr_calls: (0..opts.cpus).map(|_| Default::default()).collect(),
+            preferred_bsp: AtomicUsize::new(NONE),
+            blocked: AtomicUsize::new(0),
             sched: Mutex::new(Sched::default()),
         });
         let ctx = &*sim as *const Sim as *mut c_void;
@@ -717,5 +814,119 @@ impl Checks {
         assert!(f.is_empty(), "{} failed checks:\n{}", f.len(), f.join("\n"));
         let n = self.count.load(Ordering::SeqCst);
         assert!(n >= min, "only {n} checks ran, expected at least {min}");
+    }
+}
+
+// -- the persistent machine: one thread per CPU taking SMIs ------------------
+
+/// A running machine: every CPU is a thread that enters SMM when an SMI is
+/// pending for it (SMI sources and delivered IPIs set `Sim::pending`).
+pub struct Machine {
+    pub sim: &'static Sim,
+    stop: std::sync::Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Machine {
+    pub fn start(opts: Options) -> Machine {
+        let sim: &'static Sim = Box::leak(Sim::new(opts));
+        sim.source_validity.store(true, Ordering::SeqCst);
+        sim.deliver_ipis.store(true, Ordering::SeqCst);
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let threads = (0..sim.opts.cpus)
+            .filter(|c| !sim.opts.empty.contains(c))
+            .map(|c| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    CURRENT_CPU.with(|cc| cc.set(c));
+                    while !stop.load(Ordering::SeqCst) {
+                        if !sim.dead[c].load(Ordering::SeqCst)
+                            && sim.pending[c].load(Ordering::SeqCst)
+                        {
+                            sim.in_smm[c].store(true, Ordering::SeqCst);
+                            sim.pending[c].store(false, Ordering::SeqCst);
+                            // SAFETY: valid instance for the machine's life.
+                            unsafe { MmMpSmiRendezvous(sim.inst, c) };
+                            sim.in_smm[c].store(false, Ordering::SeqCst);
+                        } else {
+                            std::thread::yield_now();
+                        }
+                    }
+                })
+            })
+            .collect();
+        Machine { sim, stop, threads }
+    }
+
+    /// Broadcast SMI (SPEC §10.1): every live CPU gets it.
+    pub fn broadcast_smi(&self) {
+        self.sim.source.store(true, Ordering::SeqCst);
+        for p in &self.sim.pending {
+            p.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Unicast SMI to one CPU (SPEC §10.2 from the BSP, §10.3 from an AP).
+    pub fn unicast_smi(&self, cpu: usize) {
+        self.sim.source.store(true, Ordering::SeqCst);
+        self.sim.pending[cpu].store(true, Ordering::SeqCst);
+    }
+
+    /// Whether no CPU is in SMM and no SMI is pending for a live CPU.
+    pub fn idle(&self) -> bool {
+        (0..self.sim.opts.cpus).all(|c| {
+            let pending = self.sim.pending[c].load(Ordering::SeqCst)
+                && !self.sim.dead[c].load(Ordering::SeqCst);
+            !pending && !self.sim.in_smm[c].load(Ordering::SeqCst)
+        })
+    }
+
+    /// Wait until `smis` foundation entries happened in total and the
+    /// machine is idle. Panics after `secs` seconds.
+    pub fn wait_smis(&self, smis: usize, secs: u64) {
+        let t = std::time::Instant::now();
+        loop {
+            if self.sim.foundation_calls.load(Ordering::SeqCst) >= smis && self.idle() {
+                return;
+            }
+            assert!(
+                t.elapsed().as_secs() < secs,
+                "machine did not settle: {} SMIs",
+                self.sim.foundation_calls.load(Ordering::SeqCst)
+            );
+            std::thread::yield_now();
+        }
+    }
+
+    /// Every run semaphore and the arrival counter back at zero.
+    pub fn assert_balanced(&self) {
+        let inst = self.sim.instance();
+        for c in 0..self.sim.opts.cpus {
+            assert_eq!(
+                inst.run_sem(c).unwrap().value(),
+                0,
+                "run semaphore of CPU {c}"
+            );
+        }
+        assert_eq!(inst.arrival().value(), 0, "arrival counter");
+    }
+
+    pub fn stats(&self) -> MmMpStatistics {
+        let mut s = MmMpStatistics::default();
+        // SAFETY: valid instance and out-pointer.
+        assert_eq!(
+            unsafe { MmMpGetStatistics(self.sim.inst, &mut s) },
+            Status::SUCCESS
+        );
+        s
+    }
+}
+
+impl Drop for Machine {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
     }
 }
