@@ -125,6 +125,9 @@ pub struct Control {
     pub lost_count: AtomicU32,
     /// The platform's "sync needed" answer for the current SMI.
     pub sync_needed: AtomicBool,
+    /// Number of SMIs ended (bumped by the BSP before the arrival counter
+    /// reopens): tells a CPU whether the SMI it sampled ended meanwhile.
+    pub smi_seq: AtomicU32,
 }
 
 /// The instance header (first bytes of the caller's buffer).
@@ -268,6 +271,7 @@ impl Instance {
                 bsp_candidate: AtomicU32::new(NO_BSP),
                 lost_count: AtomicU32::new(0),
                 sync_needed: AtomicBool::new(true),
+                smi_seq: AtomicU32::new(0),
             });
             (base.add(layout.stats) as *mut Stats).write(Stats::new());
             (base.add(layout.pool) as *mut PoolState).write(PoolState::new());

@@ -315,10 +315,12 @@ impl Instance {
         let control = self.control();
         self.run_startup_procedure();
         self.platform.rendezvous_entry(cpu);
+        // Acquire: pairs with the BSP's Release increment at SMI end.
+        let seq = control.smi_seq.load(Ordering::Acquire);
         let valid = self.platform.is_valid_smi();
         // Sampled after the validity check: the BSP may clear the SMI
         // source after it checked in (EDK2 comment in SmiRendezvous).
-        let bsp_inside = self.in_smi();
+        let mut bsp_inside = self.in_smi();
         if !valid && !bsp_inside {
             self.stats().bump(Counter::SpuriousSmis);
             return Step::Leave;
@@ -326,6 +328,21 @@ impl Instance {
         if self.arrival().release().is_none() {
             self.stats().bump(Counter::LateCpus);
             return Step::Go(LATE);
+        }
+        // [DIFF] The SMI we saw in progress may have ended between the
+        // sample and the check-in (relaxed mode: the BSP can finish before
+        // a CPU of the same SMI checks in). Then we checked into the next
+        // SMI: sample again instead of waiting for a BSP that is gone
+        // (EDK2 recovers only by timing out).
+        // Acquire: our check-in read the counter the BSP reopened after
+        // bumping the sequence, so a changed sequence is visible here.
+        if bsp_inside && control.smi_seq.load(Ordering::Acquire) != seq {
+            bsp_inside = self.in_smi();
+            if !valid && !bsp_inside {
+                let _ = self.arrival().decrement_unless_locked();
+                self.stats().bump(Counter::SpuriousSmis);
+                return Step::Leave;
+            }
         }
         if let Some(m) = self.mailbox(cpu) {
             m.busy.reset_free();
@@ -605,6 +622,9 @@ impl Instance {
             control.bsp_index.store(NO_BSP, Ordering::Relaxed);
         }
         control.current_bsp.store(usize::MAX, Ordering::Relaxed);
+        // Release: a CPU whose check-in reads the reopened counter sees the
+        // new sequence (see `entry`).
+        control.smi_seq.fetch_add(1, Ordering::Release);
         self.arrival().set(0);
         // Release: the last store of the SMI; every CPU waiting on it sees
         // the whole end-of-SMI state.
