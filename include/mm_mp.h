@@ -171,6 +171,12 @@ typedef struct {
 **/
 typedef struct MM_MP_INSTANCE MM_MP_INSTANCE;
 
+/**
+  `MM_MP_SYNC_CONTEXT`: opaque SmmCpuSyncLib-compatible context living at
+  the start of the buffer given to MmMpSyncContextInit.
+**/
+typedef struct MM_MP_SYNC_CONTEXT MM_MP_SYNC_CONTEXT;
+
 #if !defined(MM_MP_EDK2_TYPES)
 /**
   `EFI_CPU_PHYSICAL_LOCATION`.
@@ -612,6 +618,154 @@ EDKII_SMM_CPU_RENDEZVOUS_PROTOCOL *
 EFIAPI
 MmMpGetRendezvousProtocol (
   MM_MP_INSTANCE  *Instance
+  );
+
+/**
+  Size of the buffer MmMpSyncContextInit needs: a header, the arrival
+  counter and one run semaphore per CPU, each on its own cache line.
+
+  @param[in]  NumberOfCpus   CPUs of the context (>= 1).
+  @param[in]  CacheLineSize  0 = 64, else a power of two >= 16.
+  @param[out] Size           Receives the size in bytes.
+
+  @retval EFI_SUCCESS            *Size was written.
+  @retval EFI_INVALID_PARAMETER  Size is NULL, NumberOfCpus is 0 or too large, bad CacheLineSize.
+  @retval EFI_OUT_OF_RESOURCES   The size does not fit in a UINTN.
+**/
+EFI_STATUS
+EFIAPI
+MmMpSyncGetRequiredSize (
+  UINTN  NumberOfCpus,
+  UINTN  CacheLineSize,
+  UINTN  *Size
+  );
+
+/**
+  Build a sync context in caller memory (EDK2 SmmCpuSyncContextInit without
+  the allocation). Nothing is written to Buffer on error.
+
+  @retval EFI_SUCCESS            *Context is ready, every semaphore 0.
+  @retval EFI_INVALID_PARAMETER  NULL Buffer or Context, bad NumberOfCpus or
+                                 CacheLineSize, Buffer not aligned to the line.
+  @retval EFI_BUFFER_TOO_SMALL   BufferSize below MmMpSyncGetRequiredSize.
+  @retval EFI_OUT_OF_RESOURCES   The size does not fit in a UINTN.
+**/
+EFI_STATUS
+EFIAPI
+MmMpSyncContextInit (
+  VOID                *Buffer,
+  UINTN               BufferSize,
+  UINTN               NumberOfCpus,
+  UINTN               CacheLineSize,
+  MM_MP_SYNC_CONTEXT  **Context
+  );
+
+/**
+  SmmCpuSyncContextReset: arrival count back to 0, door open; run
+  semaphores untouched (they must already be balanced). NULL: nothing.
+**/
+VOID
+EFIAPI
+MmMpSyncContextReset (
+  MM_MP_SYNC_CONTEXT  *Context
+  );
+
+/**
+  SmmCpuSyncGetArrivedCpuCount: the count at lock time once the door is
+  locked, else the live count. NULL Context: 0.
+**/
+UINTN
+EFIAPI
+MmMpSyncGetArrivedCpuCount (
+  MM_MP_SYNC_CONTEXT  *Context
+  );
+
+/**
+  SmmCpuSyncCheckInCpu.
+
+  @retval EFI_SUCCESS            Checked in.
+  @retval EFI_ABORTED            The door is locked.
+  @retval EFI_INVALID_PARAMETER  NULL Context or CpuIndex out of range.
+**/
+EFI_STATUS
+EFIAPI
+MmMpSyncCheckInCpu (
+  MM_MP_SYNC_CONTEXT  *Context,
+  UINTN               CpuIndex
+  );
+
+/**
+  SmmCpuSyncCheckOutCpu (error paths of a CPU that checked in).
+
+  @retval EFI_SUCCESS            Checked out.
+  @retval EFI_ABORTED            The door is locked.
+  @retval EFI_INVALID_PARAMETER  NULL Context or CpuIndex out of range.
+**/
+EFI_STATUS
+EFIAPI
+MmMpSyncCheckOutCpu (
+  MM_MP_SYNC_CONTEXT  *Context,
+  UINTN               CpuIndex
+  );
+
+/**
+  SmmCpuSyncLockDoor: lock the door; *CpuCount receives the number of CPUs
+  that checked in (NULL CpuCount: not written). NULL Context: nothing.
+**/
+VOID
+EFIAPI
+MmMpSyncLockDoor (
+  MM_MP_SYNC_CONTEXT  *Context,
+  UINTN               CpuIndex,
+  UINTN               *CpuCount
+  );
+
+/**
+  SmmCpuSyncWaitForAPs: the BSP waits for NumberOfAPs signals on its run
+  semaphore. Out-of-range arguments return at once.
+**/
+VOID
+EFIAPI
+MmMpSyncWaitForAPs (
+  MM_MP_SYNC_CONTEXT  *Context,
+  UINTN               NumberOfAPs,
+  UINTN               BspIndex
+  );
+
+/**
+  SmmCpuSyncReleaseOneAp: the BSP releases AP CpuIndex. Nothing happens
+  unless both indices are in range and different.
+**/
+VOID
+EFIAPI
+MmMpSyncReleaseOneAp (
+  MM_MP_SYNC_CONTEXT  *Context,
+  UINTN               CpuIndex,
+  UINTN               BspIndex
+  );
+
+/**
+  SmmCpuSyncWaitForBsp: AP CpuIndex waits for the BSP's release. Returns at
+  once unless both indices are in range and different.
+**/
+VOID
+EFIAPI
+MmMpSyncWaitForBsp (
+  MM_MP_SYNC_CONTEXT  *Context,
+  UINTN               CpuIndex,
+  UINTN               BspIndex
+  );
+
+/**
+  SmmCpuSyncReleaseBsp: AP CpuIndex signals the BSP. Nothing happens unless
+  both indices are in range and different.
+**/
+VOID
+EFIAPI
+MmMpSyncReleaseBsp (
+  MM_MP_SYNC_CONTEXT  *Context,
+  UINTN               CpuIndex,
+  UINTN               BspIndex
   );
 
 #ifdef __cplusplus

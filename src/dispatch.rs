@@ -114,11 +114,11 @@ impl Instance {
 
     /// Post a call to `cpu` (claimed by the caller) and wake it.
     fn post(&self, cpu: usize, call: &Call) {
-        if let (Some(mailbox), Some(run)) = (self.mailbox(cpu), self.run_sem(cpu)) {
+        if let Some(mailbox) = self.mailbox(cpu) {
             mailbox.post(call);
             // A run semaphore is never locked; `release` can only fail on a
             // count of 2^32-2, which one pending release per AP never reaches.
-            let _ = run.release();
+            self.sync().release_one_ap(cpu);
         }
     }
 

@@ -12,6 +12,7 @@ use crate::efi::{
 use crate::instance::{validate, Instance};
 use crate::platform::{MmMpConfig, MmMpPlatform};
 use crate::stats::Counter;
+use crate::sync_lib::{required_size as sync_required_size, SyncContext};
 
 /// `MM_MP_INSTANCE`: opaque handle of one mm-mp instance. It lives at the
 /// start of the buffer given to MmMpInitialize.
@@ -444,6 +445,237 @@ pub const MM_MP_PROTOCOL_TEMPLATE: MmMpProtocol = MmMpProtocol {
     check_for_procedure: mm_check_for_procedure,
     wait_for_procedure: mm_wait_for_procedure,
 };
+
+// ---------------------------------------------------------------------------
+// SmmCpuSyncLib-compatible semaphores in caller memory (SPEC §7, §11)
+// ---------------------------------------------------------------------------
+
+/// `MM_MP_SYNC_CONTEXT`: opaque SmmCpuSyncLib-compatible context living at
+/// the start of the buffer given to MmMpSyncContextInit.
+pub struct MmMpSyncContext {
+    _opaque: [u8; 0],
+}
+
+/// # Safety
+/// A non-null pointer must come from MmMpSyncContextInit (or be readable).
+unsafe fn sync_context<'a>(ptr: *const MmMpSyncContext) -> Option<&'a SyncContext> {
+    // SAFETY: forwarded contract; `from_ptr` rejects NULL and non-contexts.
+    unsafe { SyncContext::from_ptr(ptr as *const SyncContext) }
+}
+
+/// The pause of the stand-alone semaphores: the pause instruction (EDK2's
+/// `CpuPause`); there is no platform table behind a sync context.
+fn spin() {
+    core::hint::spin_loop()
+}
+
+/**
+  Size of the buffer MmMpSyncContextInit needs: a header, the arrival
+  counter and one run semaphore per CPU, each on its own cache line.
+
+  @param[in]  NumberOfCpus   CPUs of the context (>= 1).
+  @param[in]  CacheLineSize  0 = 64, else a power of two >= 16.
+  @param[out] Size           Receives the size in bytes.
+
+  @retval EFI_SUCCESS            *Size was written.
+  @retval EFI_INVALID_PARAMETER  Size is NULL, NumberOfCpus is 0 or too large, bad CacheLineSize.
+  @retval EFI_OUT_OF_RESOURCES   The size does not fit in a UINTN.
+**/
+#[no_mangle]
+pub unsafe extern "efiapi" fn MmMpSyncGetRequiredSize(
+    NumberOfCpus: usize,
+    CacheLineSize: usize,
+    Size: *mut usize,
+) -> Status {
+    if Size.is_null() {
+        return Status::INVALID_PARAMETER;
+    }
+    match sync_required_size(NumberOfCpus, CacheLineSize) {
+        Ok(n) => {
+            // SAFETY: non-null; the caller passes a writable UINTN.
+            unsafe { Size.write_unaligned(n) };
+            Status::SUCCESS
+        }
+        Err(e) => e,
+    }
+}
+
+/**
+  Build a sync context in caller memory (EDK2 SmmCpuSyncContextInit without
+  the allocation). Nothing is written to Buffer on error.
+
+  @retval EFI_SUCCESS            *Context is ready, every semaphore 0.
+  @retval EFI_INVALID_PARAMETER  NULL Buffer or Context, bad NumberOfCpus or
+                                 CacheLineSize, Buffer not aligned to the line.
+  @retval EFI_BUFFER_TOO_SMALL   BufferSize below MmMpSyncGetRequiredSize.
+  @retval EFI_OUT_OF_RESOURCES   The size does not fit in a UINTN.
+**/
+#[no_mangle]
+pub unsafe extern "efiapi" fn MmMpSyncContextInit(
+    Buffer: *mut c_void,
+    BufferSize: usize,
+    NumberOfCpus: usize,
+    CacheLineSize: usize,
+    Context: *mut *mut MmMpSyncContext,
+) -> Status {
+    // SAFETY: forwarded contract (see SyncContext::init).
+    unsafe {
+        SyncContext::init(
+            Buffer,
+            BufferSize,
+            NumberOfCpus,
+            CacheLineSize,
+            Context as *mut *mut SyncContext,
+        )
+    }
+}
+
+/**
+  SmmCpuSyncContextReset: arrival count back to 0, door open; run
+  semaphores untouched (they must already be balanced). NULL: nothing.
+**/
+#[no_mangle]
+pub unsafe extern "efiapi" fn MmMpSyncContextReset(Context: *mut MmMpSyncContext) {
+    // SAFETY: caller passes a context from MmMpSyncContextInit or NULL.
+    if let Some(c) = unsafe { sync_context(Context) } {
+        c.view().reset()
+    }
+}
+
+/**
+  SmmCpuSyncGetArrivedCpuCount: the count at lock time once the door is
+  locked, else the live count. NULL Context: 0.
+**/
+#[no_mangle]
+pub unsafe extern "efiapi" fn MmMpSyncGetArrivedCpuCount(Context: *mut MmMpSyncContext) -> usize {
+    // SAFETY: caller passes a context from MmMpSyncContextInit or NULL.
+    unsafe { sync_context(Context) }.map_or(0, |c| c.view().arrived_count())
+}
+
+/**
+  SmmCpuSyncCheckInCpu.
+
+  @retval EFI_SUCCESS            Checked in.
+  @retval EFI_ABORTED            The door is locked.
+  @retval EFI_INVALID_PARAMETER  NULL Context or CpuIndex out of range.
+**/
+#[no_mangle]
+pub unsafe extern "efiapi" fn MmMpSyncCheckInCpu(
+    Context: *mut MmMpSyncContext,
+    CpuIndex: usize,
+) -> Status {
+    // SAFETY: caller passes a context from MmMpSyncContextInit or NULL.
+    unsafe { sync_context(Context) }
+        .map_or(Status::INVALID_PARAMETER, |c| c.view().check_in(CpuIndex))
+}
+
+/**
+  SmmCpuSyncCheckOutCpu (error paths of a CPU that checked in).
+
+  @retval EFI_SUCCESS            Checked out.
+  @retval EFI_ABORTED            The door is locked.
+  @retval EFI_INVALID_PARAMETER  NULL Context or CpuIndex out of range.
+**/
+#[no_mangle]
+pub unsafe extern "efiapi" fn MmMpSyncCheckOutCpu(
+    Context: *mut MmMpSyncContext,
+    CpuIndex: usize,
+) -> Status {
+    // SAFETY: caller passes a context from MmMpSyncContextInit or NULL.
+    unsafe { sync_context(Context) }
+        .map_or(Status::INVALID_PARAMETER, |c| c.view().check_out(CpuIndex))
+}
+
+/**
+  SmmCpuSyncLockDoor: lock the door; *CpuCount receives the number of CPUs
+  that checked in (NULL CpuCount: not written). NULL Context: nothing.
+**/
+#[no_mangle]
+pub unsafe extern "efiapi" fn MmMpSyncLockDoor(
+    Context: *mut MmMpSyncContext,
+    CpuIndex: usize,
+    CpuCount: *mut usize,
+) {
+    let _ = CpuIndex;
+    // SAFETY: caller passes a context from MmMpSyncContextInit or NULL.
+    if let Some(c) = unsafe { sync_context(Context) } {
+        let count = c.view().lock_door();
+        if !CpuCount.is_null() {
+            // SAFETY: non-null; the caller passes a writable UINTN.
+            unsafe { CpuCount.write_unaligned(count) };
+        }
+    }
+}
+
+/**
+  SmmCpuSyncWaitForAPs: the BSP waits for NumberOfAPs signals on its run
+  semaphore. Out-of-range arguments return at once.
+**/
+#[no_mangle]
+pub unsafe extern "efiapi" fn MmMpSyncWaitForAPs(
+    Context: *mut MmMpSyncContext,
+    NumberOfAPs: usize,
+    BspIndex: usize,
+) {
+    // SAFETY: caller passes a context from MmMpSyncContextInit or NULL.
+    if let Some(c) = unsafe { sync_context(Context) } {
+        c.view().wait_for_aps(NumberOfAPs, BspIndex, spin)
+    }
+}
+
+/**
+  SmmCpuSyncReleaseOneAp: the BSP releases AP CpuIndex. Nothing happens
+  unless both indices are in range and different.
+**/
+#[no_mangle]
+pub unsafe extern "efiapi" fn MmMpSyncReleaseOneAp(
+    Context: *mut MmMpSyncContext,
+    CpuIndex: usize,
+    BspIndex: usize,
+) {
+    // SAFETY: caller passes a context from MmMpSyncContextInit or NULL.
+    if let Some(c) = unsafe { sync_context(Context) } {
+        let v = c.view();
+        if v.is_pair(CpuIndex, BspIndex) {
+            v.release_one_ap(CpuIndex)
+        }
+    }
+}
+
+/**
+  SmmCpuSyncWaitForBsp: AP CpuIndex waits for the BSP's release. Returns at
+  once unless both indices are in range and different.
+**/
+#[no_mangle]
+pub unsafe extern "efiapi" fn MmMpSyncWaitForBsp(
+    Context: *mut MmMpSyncContext,
+    CpuIndex: usize,
+    BspIndex: usize,
+) {
+    // SAFETY: caller passes a context from MmMpSyncContextInit or NULL.
+    if let Some(c) = unsafe { sync_context(Context) } {
+        c.view().wait_for_bsp(CpuIndex, BspIndex, spin)
+    }
+}
+
+/**
+  SmmCpuSyncReleaseBsp: AP CpuIndex signals the BSP. Nothing happens unless
+  both indices are in range and different.
+**/
+#[no_mangle]
+pub unsafe extern "efiapi" fn MmMpSyncReleaseBsp(
+    Context: *mut MmMpSyncContext,
+    CpuIndex: usize,
+    BspIndex: usize,
+) {
+    // SAFETY: caller passes a context from MmMpSyncContextInit or NULL.
+    if let Some(c) = unsafe { sync_context(Context) } {
+        let v = c.view();
+        if v.is_pair(CpuIndex, BspIndex) {
+            v.release_bsp(BspIndex)
+        }
+    }
+}
 
 /// Firmware builds (panic = "abort", no std): the library has no reachable
 /// panic (every index is checked, no unwrap on input), so this only ends

@@ -31,6 +31,7 @@ use crate::platform::{
 use crate::stats::Stats;
 use crate::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use crate::sync::Semaphore;
+use crate::sync_lib::SyncView;
 use crate::tokens::{PoolState, Token, TokenPool, MAX_TOKENS};
 
 const MAGIC: u64 = u64::from_le_bytes(*b"MMMPINST");
@@ -117,8 +118,9 @@ pub struct Control {
     pub bsp_index: AtomicU32,
     /// The BSP of the SMI in progress as reported to callers.
     pub current_bsp: AtomicUsize,
-    /// Number of CPUs counted when the door was locked.
-    pub door_count: AtomicU32,
+    /// Number of CPUs counted when the door was locked (SmmCpuSyncLib's
+    /// `ArrivedCpuCountUponLock`, owned by the `SyncView`).
+    pub upon_lock: AtomicU32,
     /// SwitchBsp: the only CPU that may win the next election (`NO_BSP`: any).
     pub bsp_candidate: AtomicU32,
     /// APs marked lost in the current SMI (they no longer take part in barriers).
@@ -267,7 +269,7 @@ impl Instance {
                     settings.fixed_bsp as u32
                 }),
                 current_bsp: AtomicUsize::new(usize::MAX),
-                door_count: AtomicU32::new(0),
+                upon_lock: AtomicU32::new(0),
                 bsp_candidate: AtomicU32::new(NO_BSP),
                 lost_count: AtomicU32::new(0),
                 sync_needed: AtomicBool::new(true),
@@ -346,6 +348,17 @@ impl Instance {
 
     pub fn stats(&self) -> &Stats {
         self.at(self.layout.stats)
+    }
+
+    /// The SmmCpuSyncLib-compatible view of this instance's arrival counter
+    /// and run semaphores: the engine synchronises through the same code as
+    /// the `MmMpSync*` API (one implementation).
+    pub fn sync(&self) -> SyncView<'_> {
+        SyncView::new(
+            self.arrival(),
+            &self.control().upon_lock,
+            self.array::<Semaphore>(self.layout.run),
+        )
     }
 
     pub fn run_sem(&self, cpu: usize) -> Option<&Semaphore> {

@@ -26,6 +26,7 @@ pub mod platform;
 pub mod rendezvous;
 pub mod stats;
 pub mod sync;
+pub mod sync_lib;
 pub mod tokens;
 
 pub use efi::Status;

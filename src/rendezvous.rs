@@ -194,7 +194,7 @@ impl Instance {
     fn active_aps(&self) -> u32 {
         let control = self.control();
         // Relaxed: both written by the BSP itself (the only reader).
-        let door = control.door_count.load(Ordering::Relaxed);
+        let door = self.sync().arrived_count() as u32;
         let lost = control.lost_count.load(Ordering::Relaxed);
         door.saturating_sub(1).saturating_sub(lost)
     }
@@ -207,18 +207,17 @@ impl Instance {
         }
     }
 
-    /// Take the counts still expected from the BSP's run semaphore.
+    /// Take the counts still expected from the BSP's run semaphore
+    /// (`SmmCpuSyncWaitForAPs`, one step).
     fn signals_in(&self, bsp: usize) -> bool {
-        let (Some(state), Some(run)) = (self.cpu(bsp), self.run_sem(bsp)) else {
+        let Some(state) = self.cpu(bsp) else {
             return true;
         };
         // Relaxed: `remaining` is private to the BSP.
         let mut remaining = state.remaining.load(Ordering::Relaxed);
-        while remaining > 0 && run.try_wait() {
-            remaining -= 1;
-        }
+        let done = self.sync().try_wait_for_aps(bsp, &mut remaining);
         state.remaining.store(remaining, Ordering::Relaxed);
-        remaining == 0
+        done
     }
 
     /// EDK2 `ReleaseAllAPs`: one count on the run semaphore of every
@@ -226,9 +225,7 @@ impl Instance {
     fn release_present_aps(&self, bsp: usize) {
         for (i, s) in self.cpus().iter() {
             if i != bsp && s.is_present() {
-                if let Some(run) = self.run_sem(i) {
-                    let _ = run.release();
-                }
+                self.sync().release_one_ap(i);
             }
         }
     }
@@ -238,13 +235,11 @@ impl Instance {
         let Some(state) = self.cpu(cpu) else { return };
         // Relaxed: private to this CPU.
         let bsp = state.bsp.load(Ordering::Relaxed) as usize;
-        if let Some(run) = self.run_sem(bsp) {
-            let _ = run.release();
-        }
+        self.sync().release_bsp(bsp);
     }
 
     fn take_run(&self, cpu: usize) -> bool {
-        self.run_sem(cpu).is_some_and(|r| r.try_wait())
+        cpu < self.number_of_cpus() && self.sync().try_wait_for_bsp(cpu)
     }
 
     /// CPUs that should come to a rendezvous: non-empty slots whose AP is
@@ -261,8 +256,7 @@ impl Instance {
         let arrived = self.arrival().value();
         if arrived == SEMAPHORE_LOCKED {
             // The door is locked: the count at the lock is what arrived.
-            let door = self.control().door_count.load(Ordering::Relaxed);
-            return door >= self.expected_cpus();
+            return self.sync().arrived_count() as u32 >= self.expected_cpus();
         }
         let expected = self.expected_cpus();
         if arrived >= expected {
@@ -325,7 +319,7 @@ impl Instance {
             self.stats().bump(Counter::SpuriousSmis);
             return Step::Leave;
         }
-        if self.arrival().release().is_none() {
+        if self.sync().check_in(cpu) != Status::SUCCESS {
             self.stats().bump(Counter::LateCpus);
             return Step::Go(LATE);
         }
@@ -339,7 +333,7 @@ impl Instance {
         if bsp_inside && control.smi_seq.load(Ordering::Acquire) != seq {
             bsp_inside = self.in_smi();
             if !valid && !bsp_inside {
-                let _ = self.arrival().decrement_unless_locked();
+                let _ = self.sync().check_out(cpu);
                 self.stats().bump(Counter::SpuriousSmis);
                 return Step::Leave;
             }
@@ -438,8 +432,7 @@ impl Instance {
         control.all_arrived.store(all, Ordering::Relaxed);
         // Release: latecomers that see the flag also see the locked door.
         control.all_in_sync.store(true, Ordering::Release);
-        let count = self.arrival().lock_down();
-        control.door_count.store(count, Ordering::Relaxed);
+        self.sync().lock_door();
         self.expect_signals(cpu);
         Step::Go(BSP_SYNC1)
     }
@@ -519,8 +512,7 @@ impl Instance {
             let control = self.control();
             // Release: as in `bsp_arrival`.
             control.all_in_sync.store(true, Ordering::Release);
-            let count = self.arrival().lock_down();
-            control.door_count.store(count, Ordering::Relaxed);
+            self.sync().lock_door();
             return Step::Go(BSP_WAIT_PRESENT);
         }
         self.bsp_release_loop(cpu)
@@ -625,7 +617,7 @@ impl Instance {
         // Release: a CPU whose check-in reads the reopened counter sees the
         // new sequence (see `entry`).
         control.smi_seq.fetch_add(1, Ordering::Release);
-        self.arrival().set(0);
+        self.sync().reset();
         // Release: the last store of the SMI; every CPU waiting on it sees
         // the whole end-of-SMI state.
         control.all_in_sync.store(false, Ordering::Release);
@@ -649,12 +641,12 @@ impl Instance {
                     return Step::Go(AP_WAIT_BSP2);
                 }
                 // BSP unknown: give up without an IPI (EDK2).
-                return self.ap_give_up();
+                return self.ap_give_up(cpu);
             }
             if !self.timed_out(cpu, self.settings.timeout2_us) {
                 return Step::Wait;
             }
-            return self.ap_give_up();
+            return self.ap_give_up(cpu);
         }
         let bsp = self.current_bsp();
         let Some(state) = self.cpu(cpu) else {
@@ -672,8 +664,8 @@ impl Instance {
     }
 
     /// The BSP never came: check out and leave once no SMI is in sync.
-    fn ap_give_up(&self) -> Step {
-        let _ = self.arrival().decrement_unless_locked();
+    fn ap_give_up(&self, cpu: usize) -> Step {
+        let _ = self.sync().check_out(cpu);
         self.stats().bump(Counter::Timeouts);
         self.log(LOG_WARN, c"mm-mp: AP gave up waiting for the BSP");
         Step::Go(AP_EXIT)

@@ -22,7 +22,7 @@ if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
 fi
 
 echo "== loom models (LOOM_MAX_PREEMPTIONS=$LOOM_MAX_PREEMPTIONS)"
-RUSTFLAGS="--cfg loom" cargo test --release --target-dir target/loom --test loom
+RUSTFLAGS="--cfg loom" cargo test --release --target-dir target/loom --test loom --test loom_sync
 
 echo "== C example (4 pthreads CPUs)"
 make -C c-examples run

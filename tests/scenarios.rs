@@ -385,11 +385,13 @@ fn stuck_procedure_is_bounded() {
             let status = Arc::new(std::sync::Mutex::new(Status(0)));
             let first = Arc::new(AtomicUsize::new(1));
             let counting: Arc<Record> = Arc::from(Record::new(n));
-            let (g, st, f, cnt) = (
+            let back = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let (g, st, f, cnt, back2) = (
                 gate.clone(),
                 status.clone(),
                 first.clone(),
                 counting.clone(),
+                back.clone(),
             );
             let stuck = 1;
             m.sim.set_handler(move |sim, bsp| {
@@ -401,17 +403,20 @@ fn stuck_procedure_is_bounded() {
                     // The status word must outlive the SMI: keep it in the Arc.
                     let p = &mut *st.lock().unwrap() as *mut Status;
                     // SAFETY: `p` points into the Arc'd mutex, alive for the test.
+                    let target = unsafe { &mut *p };
                     let r = sim.dispatch(
                         p2(proc_gated),
                         stuck,
                         0,
                         Arc::as_ptr(&g) as *mut _,
                         Some(&mut t),
-                        Some(unsafe { &mut *p }),
+                        Some(target),
                     );
                     assert_eq!(r, Status::SUCCESS);
                 } else {
-                    let others: Vec<usize> = (0..n).filter(|&c| c != bsp && c != stuck).collect();
+                    let others: Vec<usize> = (0..n)
+                        .filter(|&c| c != bsp && (c != stuck || back2.load(Ordering::SeqCst)))
+                        .collect();
                     sim.pump_until(|| {
                         others
                             .iter()
@@ -475,6 +480,7 @@ fn stuck_procedure_is_bounded() {
                 "late status discarded"
             );
             m.sim.pending[stuck].store(false, Ordering::SeqCst);
+            back.store(true, Ordering::SeqCst);
             m.broadcast_smi();
             m.wait_smis(5, 60);
             m.assert_balanced();
