@@ -138,9 +138,10 @@ impl<'a> SyncView<'a> {
     pub fn arrived_count(&self) -> usize {
         let value = self.counter.value();
         if value == SEMAPHORE_LOCKED {
-            // Acquire: pairs with the Release stores of `lock_door`. Having
-            // seen LOCKED (the swap, a Release), we see at least the
-            // pre-lock sample stored before that swap.
+            // Having seen LOCKED (Acquire, from the locker's Release swap)
+            // we see at least the sample `lock_door` stored before the swap.
+            // Acquire here pairs with the Release store of the exact count:
+            // who reads it also sees what the locker did before.
             self.upon_lock.load(Ordering::Acquire) as usize
         } else {
             value as usize
@@ -191,9 +192,9 @@ impl<'a> SyncView<'a> {
     /// the number of CPUs checked in at the moment of locking.
     ///
     /// Like EDK2, the count is sampled into the upon-lock word *before* the
-    /// lock, so a reader that sees the locked counter never reads a stale
-    /// count from an earlier SMI; it is overwritten with the exact count
-    /// right after.
+    /// lock, so a CPU that sees the locked counter never reads the 0 left by
+    /// the last reset; the sample is overwritten with the exact count right
+    /// after the lock.
     ///
     /// **[DIFF]** Locking an already locked door returns the count recorded
     /// by the first lock and changes nothing. EDK2 records all ones
@@ -204,19 +205,23 @@ impl<'a> SyncView<'a> {
     /// return, but the loser's pre-lock sample may overwrite the recorded
     /// count (the door itself stays consistent).
     ///
-    /// The C wrapper's `CpuIndex` is only asserted by EDK2; the lock does
-    /// not depend on it.
+    /// EDK2 only asserts the `CpuIndex` argument of `SmmCpuSyncLockDoor`
+    /// and never uses it; the lock does not depend on it.
     pub fn lock_door(&self) -> usize {
         let now = self.counter.value();
         if now == SEMAPHORE_LOCKED {
+            // Acquire: as in `arrived_count`.
             return self.upon_lock.load(Ordering::Acquire) as usize;
         }
-        // Release: with the AcqRel swap right after, this sample is visible
-        // to anyone whose Acquire load of the counter sees LOCKED.
-        self.upon_lock.store(now, Ordering::Release);
+        // Relaxed: the AcqRel swap right after publishes this sample; anyone
+        // whose Acquire load of the counter sees LOCKED also sees it (or
+        // the exact count stored below). The loom model
+        // `check_in_races_lock_door` fails without this sample.
+        self.upon_lock.store(now, Ordering::Relaxed);
         let count = self.counter.lock_down();
         if count == SEMAPHORE_LOCKED {
-            // Another CPU locked between our look and our swap.
+            // Another CPU locked between our look and our swap (outside
+            // the contract, see above). Acquire: as in `arrived_count`.
             return self.upon_lock.load(Ordering::Acquire) as usize;
         }
         // Release: a reader whose Acquire load returns the exact count also
@@ -323,8 +328,8 @@ struct SyncLayout {
 impl SyncLayout {
     fn compute(cpus: usize, line: usize) -> Option<SyncLayout> {
         let mut c = Carver::new(line);
-        let header = c.area(size_of::<SyncContext>())?;
-        debug_assert_eq!(header, 0);
+        // The header is the first area, at offset 0.
+        c.area(size_of::<SyncContext>())?;
         let counter = c.area(size_of::<Semaphore>())?;
         let runs = c.array(size_of::<Semaphore>(), cpus, true)?;
         let total = c.finish()?;
@@ -457,8 +462,9 @@ impl SyncContext {
     }
 
     /// Turn a C context pointer into a reference: NULL, a misaligned
-    /// pointer, a wrong magic word or a header whose layout is not the one
-    /// its own `(cpus, line)` give → `None`.
+    /// pointer, a wrong magic word, or a header whose layout is not the one
+    /// its own `(cpus, line)` give or whose address is not on a line
+    /// → `None`.
     ///
     /// # Safety
     /// A non-null, aligned `ptr` must point to readable memory of at least
@@ -479,7 +485,11 @@ impl SyncContext {
         // that only `init` writes, after every semaphore is in place.
         let ctx = unsafe { &*ptr };
         match validate(ctx.cpus(), ctx.line) {
-            Ok((line, layout)) if line == ctx.line && layout == ctx.layout => Some(ctx),
+            Ok((line, layout))
+                if line == ctx.line && layout == ctx.layout && (ptr as usize) % line == 0 =>
+            {
+                Some(ctx)
+            }
             _ => None,
         }
     }

@@ -157,6 +157,50 @@ fn barrier_two_aps_release_bsp() {
     });
 }
 
+/// Both halves as one round, so the APs' releases of the BSP can overlap
+/// the BSP still releasing the other AP. Ignored by default: it explores
+/// for about 9 s at LOOM_MAX_PREEMPTIONS=3 (the halves above take well
+/// under a second); run it with `-- --ignored`.
+#[test]
+#[ignore = "about 9 s under loom; run with --ignored"]
+fn barrier_round_bsp_and_two_aps() {
+    loom::model(|| {
+        let m = locked_machine();
+        let aps: Vec<_> = (1..3)
+            .map(|cpu| {
+                let m = m.clone();
+                thread::spawn(move || {
+                    let v = m.view();
+                    v.wait_for_bsp(cpu, BSP, || m.wake[cpu].wait());
+                    // SAFETY: the BSP wrote this before releasing us.
+                    let got = m.to_ap[cpu].with(|p| unsafe { *p });
+                    assert_eq!(got, 10 + cpu as u32);
+                    // SAFETY: the BSP reads this only after our release.
+                    m.to_bsp[cpu].with_mut(|p| unsafe { *p = 20 + cpu as u32 });
+                    v.release_bsp(BSP);
+                })
+            })
+            .collect();
+        let v = m.view();
+        for ap in 1..3 {
+            // SAFETY: AP `ap` reads this only after our release.
+            m.to_ap[ap].with_mut(|p| unsafe { *p = 10 + ap as u32 });
+            v.release_one_ap(ap);
+            m.wake[ap].notify();
+        }
+        v.wait_for_aps(2, BSP, thread::yield_now);
+        for ap in 1..3 {
+            // SAFETY: AP `ap` wrote this before releasing us.
+            let got = m.to_bsp[ap].with(|p| unsafe { *p });
+            assert_eq!(got, 20 + ap as u32);
+        }
+        for ap in aps {
+            ap.join().unwrap();
+        }
+        assert!(m.runs.iter().all(|s| s.value() == 0));
+    });
+}
+
 /// Two APs check in while the BSP (already checked in) locks the door:
 /// the locked count is exactly 1 + the number of SUCCESS results, a
 /// refused AP is not counted, and any AP reading the arrived count after
