@@ -13,6 +13,9 @@
     EFI_MM_MP_PROTOCOL the instance provides.
   * Two SMIs are raised, the second right after the first, to show that
     state (tokens, the startup procedure) behaves across SMIs.
+  * The second SMI also uses EFI_SMM_CPU_SERVICE_PROTOCOL: GetProcessorInfo
+    of every CPU (printed) and WhoAmI on every CPU, on the APs through a
+    broadcast procedure (SPEC §5.2).
 
   Every status is compared with what SPEC §2-§4 and §11 say; the program
   prints what happened and exits with 1 if anything differs.
@@ -194,6 +197,24 @@ OldStyleProcedure (VOID *Buffer)
   Record (Buffer);
 }
 
+/* EFI_AP_PROCEDURE2: WhoAmI on the calling AP; the answer is stored per
+   APIC ID (= CPU index in this example). */
+static _Atomic UINTN  mWhoAmI[CPU_COUNT];
+
+static EFI_STATUS EFIAPI
+WhoAmIProcedure (VOID *ProcedureArgument)
+{
+  EFI_SMM_CPU_SERVICE_PROTOCOL  *Cs = ProcedureArgument;
+  UINTN                         Number = MAX_UINTN;
+  EFI_STATUS                    Status;
+
+  Status = Cs->WhoAmI (Cs, &Number);
+  if (Status == EFI_SUCCESS && tApicId < CPU_COUNT) {
+    atomic_store (&mWhoAmI[tApicId], Number);
+  }
+  return Status;
+}
+
 /* Startup procedure: every CPU runs it at the start of every SMI. */
 static atomic_int  mStartupRuns;
 
@@ -346,6 +367,55 @@ FirstSmi (EFI_MM_MP_PROTOCOL *Mp)
           Mp->SetStartupProcedure (Mp, StartupProcedure, NULL), EFI_SUCCESS);
 }
 
+/* EFI_SMM_CPU_SERVICE_PROTOCOL: the processor table and WhoAmI. */
+static VOID
+CpuServices (EFI_MM_MP_PROTOCOL *Mp)
+{
+  EFI_SMM_CPU_SERVICE_PROTOCOL  *Cs = MmMpGetCpuServiceProtocol (mInstance);
+  EFI_PROCESSOR_INFORMATION     Info;
+  EFI_STATUS                    Statuses[CPU_COUNT];
+  UINTN                         Index;
+  UINTN                         Number = MAX_UINTN;
+  char                          Line[96];
+
+  ExpectTrue ("MmMpGetCpuServiceProtocol", Cs != NULL);
+  if (Cs == NULL) {
+    return;
+  }
+  for (Index = 0; Index < CPU_COUNT; Index++) {
+    snprintf (Line, sizeof (Line), "GetProcessorInfo (%lu)", (unsigned long)Index);
+    if (Expect (Line, Cs->GetProcessorInfo (Cs, Index, &Info), EFI_SUCCESS) != EFI_SUCCESS) {
+      continue;
+    }
+    printf ("  ... ProcessorId %llu, StatusFlag 0x%x, Package %u Core %u Thread %u\n",
+            (unsigned long long)Info.ProcessorId, Info.StatusFlag, Info.Location.Package,
+            Info.Location.Core, Info.Location.Thread);
+    ExpectTrue ("  ... as given to MmMpInitialize",
+                Info.ProcessorId == Index && Info.Location.Core == Index &&
+                Info.ExtendedInformation.Location2.Core == Index &&
+                Info.StatusFlag == (PROCESSOR_ENABLED_BIT | PROCESSOR_HEALTH_STATUS_BIT |
+                                    (Index == 0 ? PROCESSOR_AS_BSP_BIT : 0)));
+  }
+  Expect ("GetProcessorInfo (4): out of range", Cs->GetProcessorInfo (Cs, CPU_COUNT, &Info),
+          EFI_INVALID_PARAMETER);
+
+  Expect ("WhoAmI on the BSP", Cs->WhoAmI (Cs, &Number), EFI_SUCCESS);
+  printf ("  ... BSP: WhoAmI = %lu\n", (unsigned long)Number);
+  ExpectTrue ("  ... is CPU 0", Number == 0);
+  for (Index = 0; Index < CPU_COUNT; Index++) {
+    atomic_store (&mWhoAmI[Index], MAX_UINTN);
+  }
+  Expect ("BroadcastProcedure (WhoAmI on every AP)",
+          Mp->BroadcastProcedure (Mp, WhoAmIProcedure, 0, Cs, NULL, Statuses), EFI_SUCCESS);
+  for (Index = 1; Index < CPU_COUNT; Index++) {
+    Number = atomic_load (&mWhoAmI[Index]);
+    printf ("  ... CPU %lu (APIC ID %lu): WhoAmI %s, ProcessorNumber %lu\n",
+            (unsigned long)Index, (unsigned long)Index, StatusName (Statuses[Index]),
+            (unsigned long)Number);
+    ExpectTrue ("  ... the AP's own index", Statuses[Index] == EFI_SUCCESS && Number == Index);
+  }
+}
+
 static VOID
 SecondSmi (EFI_MM_MP_PROTOCOL *Mp)
 {
@@ -364,6 +434,7 @@ SecondSmi (EFI_MM_MP_PROTOCOL *Mp)
   ExpectTrue ("  ... A ran on CPU 2", atomic_load (&A.RanOn) == 2);
   Expect ("SetStartupProcedure (NULL, NULL): deregister",
           Mp->SetStartupProcedure (Mp, NULL, NULL), EFI_SUCCESS);
+  CpuServices (Mp);
 }
 
 /* MM_MP_PLATFORM.MmFoundationEntry: the BSP runs the MMI handlers here. */

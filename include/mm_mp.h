@@ -447,11 +447,6 @@ struct EFI_SMM_CPU_SERVICE_PROTOCOL {
 };
 #endif
 
-/**
-  The rendezvous protocol every instance embeds.
-**/
-#define RENDEZVOUS_PROTOCOL_TEMPLATE (EDKII_SMM_CPU_RENDEZVOUS_PROTOCOL){  }
-
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -617,6 +612,21 @@ MmMpGetStatistics (
 EDKII_SMM_CPU_RENDEZVOUS_PROTOCOL *
 EFIAPI
 MmMpGetRendezvousProtocol (
+  MM_MP_INSTANCE  *Instance
+  );
+
+/**
+  The EFI_SMM_CPU_SERVICE_PROTOCOL embedded in the instance (install it
+  with gMmst). Its members follow SPEC §5.2: GetProcessorInfo, SwitchBsp,
+  AddProcessor, RemoveProcessor, WhoAmI, RegisterExceptionHandler.
+
+  @param[in] Instance  The instance.
+
+  @return The protocol, or NULL when Instance is not an instance.
+**/
+EFI_SMM_CPU_SERVICE_PROTOCOL *
+EFIAPI
+MmMpGetCpuServiceProtocol (
   MM_MP_INSTANCE  *Instance
   );
 

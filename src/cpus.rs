@@ -33,6 +33,10 @@ pub struct CpuState {
     pub pending_op: AtomicU32,
     /// Start tick of this CPU's current timed wait.
     pub wait_start: AtomicU64,
+    /// Hot-added, its first SMI not taken yet (SPEC §5.3): set by
+    /// AddProcessor, cleared by that first `rendezvous_step`, which returns
+    /// at once without joining the rendezvous.
+    needs_init: AtomicBool,
     // The processor table record, field by field so that it can be read
     // while hot-plug changes a slot.
     apic_id: AtomicU64,
@@ -54,6 +58,7 @@ impl CpuState {
             in_set: AtomicBool::new(false),
             pending_op: AtomicU32::new(OP_NONE),
             wait_start: AtomicU64::new(0),
+            needs_init: AtomicBool::new(false),
             apic_id: AtomicU64::new(info.processor_id),
             status_flag: AtomicU32::new(info.status_flag),
             location: [
@@ -97,9 +102,36 @@ impl CpuState {
     }
 
     pub fn pending_op(&self) -> u32 {
-        // Relaxed: pending operations are recorded and consumed by the BSP
-        // (CPU service calls are BSP calls); other readers only report them.
-        self.pending_op.load(Ordering::Relaxed)
+        // Acquire pairs with the Release in `set_pending_op`: operations are
+        // recorded under the hot-plug lock, possibly by another CPU than the
+        // BSP that reads them (Dispatch, Broadcast, the end of the SMI).
+        self.pending_op.load(Ordering::Acquire)
+    }
+
+    /// Record or clear a pending operation (`OP_*`), under the hot-plug lock.
+    pub fn set_pending_op(&self, op: u32) {
+        // Release: see `pending_op`.
+        self.pending_op.store(op, Ordering::Release)
+    }
+
+    /// Whether the slot was hot-added and has not taken its first SMI.
+    pub fn needs_init(&self) -> bool {
+        // Acquire pairs with the Release stores of `set_needs_init` and
+        // `take_init` (the BSP reads it when it counts expected CPUs).
+        self.needs_init.load(Ordering::Acquire)
+    }
+
+    /// AddProcessor: the slot's next SMI only initialises it.
+    pub fn set_needs_init(&self, v: bool) {
+        // Release: see `needs_init`.
+        self.needs_init.store(v, Ordering::Release)
+    }
+
+    /// The CPU's own first SMI: clear the flag; `true` if it was set.
+    pub fn take_init(&self) -> bool {
+        // AcqRel: the clear is seen by the BSP's Acquire load (the CPU is
+        // initialised); the Acquire half sees AddProcessor's record.
+        self.needs_init.swap(false, Ordering::AcqRel)
     }
 
     /// A copy of the record (SPEC §1.6).

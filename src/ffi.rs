@@ -6,8 +6,9 @@ use core::ffi::c_void;
 use core::mem::offset_of;
 
 use crate::efi::{
-    ApProcedure, ApProcedure2, Boolean, MmCompletion, MmMpProtocol, SmmCpuRendezvousProtocol,
-    Status, MM_MP_PROTOCOL_REVISION,
+    ApProcedure, ApProcedure2, Boolean, CpuInterruptHandler, ExceptionType, MmCompletion,
+    MmMpProtocol, ProcessorInformation, SmmCpuRendezvousProtocol, SmmCpuServiceProtocol, Status,
+    MM_MP_PROTOCOL_REVISION,
 };
 use crate::instance::{validate, Instance};
 use crate::platform::{MmMpConfig, MmMpPlatform};
@@ -335,6 +336,120 @@ unsafe extern "efiapi" fn rendezvous_wait_for_all_processor(
 /// The rendezvous protocol every instance embeds.
 pub const RENDEZVOUS_PROTOCOL_TEMPLATE: SmmCpuRendezvousProtocol = SmmCpuRendezvousProtocol {
     wait_for_all_processor: rendezvous_wait_for_all_processor,
+};
+
+/**
+  The EFI_SMM_CPU_SERVICE_PROTOCOL embedded in the instance (install it
+  with gMmst). Its members follow SPEC §5.2: GetProcessorInfo, SwitchBsp,
+  AddProcessor, RemoveProcessor, WhoAmI, RegisterExceptionHandler.
+
+  @param[in] Instance  The instance.
+
+  @return The protocol, or NULL when Instance is not an instance.
+**/
+#[no_mangle]
+pub unsafe extern "efiapi" fn MmMpGetCpuServiceProtocol(
+    Instance: *mut MmMpInstance,
+) -> *mut SmmCpuServiceProtocol {
+    // SAFETY: caller passes an instance from MmMpInitialize or NULL.
+    match unsafe { instance(Instance) } {
+        Some(inst) => &inst.cpu_service as *const SmmCpuServiceProtocol as *mut _,
+        None => core::ptr::null_mut(),
+    }
+}
+
+/// The instance that embeds `this` (an EFI_SMM_CPU_SERVICE_PROTOCOL it
+/// handed out).
+///
+/// # Safety
+/// A non-null `this` must be a protocol returned by MmMpGetCpuServiceProtocol.
+unsafe fn from_cpu_service<'a>(this: *const SmmCpuServiceProtocol) -> Option<&'a Instance> {
+    if this.is_null() {
+        return None;
+    }
+    let base = (this as usize).checked_sub(offset_of!(Instance, cpu_service))?;
+    // SAFETY: the protocol is embedded in an instance at this offset
+    // (caller's contract); `from_ptr` checks the magic.
+    unsafe { Instance::from_ptr(base as *const Instance) }
+}
+
+unsafe extern "efiapi" fn cs_get_processor_info(
+    this: *const SmmCpuServiceProtocol,
+    processor_number: usize,
+    processor_info_buffer: *mut ProcessorInformation,
+) -> Status {
+    // SAFETY: `this` is our protocol (or NULL); the buffer is the caller's.
+    match unsafe { from_cpu_service(this) } {
+        Some(inst) => unsafe { inst.get_processor_info(processor_number, processor_info_buffer) },
+        None => Status::INVALID_PARAMETER,
+    }
+}
+
+unsafe extern "efiapi" fn cs_switch_bsp(
+    this: *const SmmCpuServiceProtocol,
+    processor_number: usize,
+) -> Status {
+    // SAFETY: `this` is our protocol (or NULL).
+    match unsafe { from_cpu_service(this) } {
+        Some(inst) => inst.switch_bsp(processor_number),
+        None => Status::INVALID_PARAMETER,
+    }
+}
+
+unsafe extern "efiapi" fn cs_add_processor(
+    this: *const SmmCpuServiceProtocol,
+    processor_id: u64,
+    processor_number: *mut usize,
+) -> Status {
+    // SAFETY: `this` is our protocol (or NULL); the out-pointer is the caller's.
+    match unsafe { from_cpu_service(this) } {
+        Some(inst) => unsafe { inst.add_processor(processor_id, processor_number) },
+        None => Status::INVALID_PARAMETER,
+    }
+}
+
+unsafe extern "efiapi" fn cs_remove_processor(
+    this: *const SmmCpuServiceProtocol,
+    processor_number: usize,
+) -> Status {
+    // SAFETY: `this` is our protocol (or NULL).
+    match unsafe { from_cpu_service(this) } {
+        Some(inst) => inst.remove_processor(processor_number),
+        None => Status::INVALID_PARAMETER,
+    }
+}
+
+unsafe extern "efiapi" fn cs_who_am_i(
+    this: *const SmmCpuServiceProtocol,
+    processor_number: *mut usize,
+) -> Status {
+    // SAFETY: `this` is our protocol (or NULL); the out-pointer is the caller's.
+    match unsafe { from_cpu_service(this) } {
+        Some(inst) => unsafe { inst.who_am_i(processor_number) },
+        None => Status::INVALID_PARAMETER,
+    }
+}
+
+unsafe extern "efiapi" fn cs_register_exception_handler(
+    this: *mut SmmCpuServiceProtocol,
+    exception_type: ExceptionType,
+    interrupt_handler: CpuInterruptHandler,
+) -> Status {
+    // SAFETY: `this` is our protocol (or NULL).
+    match unsafe { from_cpu_service(this) } {
+        Some(inst) => inst.register_exception_handler(exception_type, interrupt_handler),
+        None => Status::INVALID_PARAMETER,
+    }
+}
+
+/// The CPU service protocol every instance embeds.
+pub const CPU_SERVICE_PROTOCOL_TEMPLATE: SmmCpuServiceProtocol = SmmCpuServiceProtocol {
+    get_processor_info: cs_get_processor_info,
+    switch_bsp: cs_switch_bsp,
+    add_processor: cs_add_processor,
+    remove_processor: cs_remove_processor,
+    who_am_i: cs_who_am_i,
+    register_exception_handler: cs_register_exception_handler,
 };
 
 // ---------------------------------------------------------------------------

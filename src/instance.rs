@@ -13,14 +13,17 @@
 //! [mailbox]        x NumberOfCpus    one line each
 //! [CPU state]      x NumberOfCpus    one line each
 //! [token]          x MaxTokens       packed
+//! [APIC ID map]    x power of two >= 2 x NumberOfCpus, 8 bytes each, packed
 //! ```
 
 use core::ffi::c_void;
 use core::mem::{align_of, size_of};
 
+use crate::cpu_service::ApicMap;
 use crate::cpus::CpuState;
 use crate::efi::{
-    Boolean, MmMpProtocol, ProcessorInformation, SmmCpuRendezvousProtocol, Status, INVALID_APIC_ID,
+    Boolean, MmMpProtocol, ProcessorInformation, SmmCpuRendezvousProtocol, SmmCpuServiceProtocol,
+    Status, INVALID_APIC_ID,
 };
 use crate::mailbox::Mailbox;
 use crate::memory::{ArrayLayout, Carver, Strided, DEFAULT_LINE, MIN_LINE};
@@ -29,7 +32,7 @@ use crate::platform::{
     MM_MP_SYNC_MODE_RELAXED,
 };
 use crate::stats::Stats;
-use crate::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use crate::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use crate::sync::Semaphore;
 use crate::sync_lib::SyncView;
 use crate::tokens::{PoolState, Token, TokenPool, MAX_TOKENS};
@@ -73,6 +76,8 @@ pub struct Layout {
     pub mailbox: ArrayLayout,
     pub cpu: ArrayLayout,
     pub token: ArrayLayout,
+    /// WhoAmI's APIC ID → slot hash table (`cpu_service::ApicMap`).
+    pub apic_map: ArrayLayout,
     pub total: usize,
 }
 
@@ -90,6 +95,8 @@ impl Layout {
         let mailbox = c.array(size_of::<Mailbox>(), cpus, true)?;
         let cpu = c.array(size_of::<CpuState>(), cpus, true)?;
         let token = c.array(size_of::<Token>(), tokens, false)?;
+        let map_len = cpus.checked_mul(2)?.checked_next_power_of_two()?;
+        let apic_map = c.array(size_of::<AtomicU64>(), map_len, false)?;
         let total = c.finish()?;
         Some(Layout {
             arrival,
@@ -100,6 +107,7 @@ impl Layout {
             mailbox,
             cpu,
             token,
+            apic_map,
             total,
         })
     }
@@ -130,6 +138,10 @@ pub struct Control {
     /// Number of SMIs ended (bumped by the BSP before the arrival counter
     /// reopens): tells a CPU whether the SMI it sampled ended meanwhile.
     pub smi_seq: AtomicU32,
+    /// Serialises the CPU service writers (AddProcessor, RemoveProcessor,
+    /// SwitchBsp, applying pending operations): one writer of the
+    /// processor table and the APIC ID map at a time, whoever calls.
+    pub hot_plug_lock: AtomicBool,
 }
 
 /// The instance header (first bytes of the caller's buffer).
@@ -141,6 +153,7 @@ pub struct Instance {
     pub layout: Layout,
     pub mm_mp: MmMpProtocol,
     pub rendezvous_protocol: SmmCpuRendezvousProtocol,
+    pub cpu_service: SmmCpuServiceProtocol,
     pub startup_procedure: AtomicUsize,
     pub startup_argument: AtomicUsize,
 }
@@ -254,6 +267,7 @@ impl Instance {
                 layout,
                 mm_mp: crate::ffi::MM_MP_PROTOCOL_TEMPLATE,
                 rendezvous_protocol: crate::ffi::RENDEZVOUS_PROTOCOL_TEMPLATE,
+                cpu_service: crate::ffi::CPU_SERVICE_PROTOCOL_TEMPLATE,
                 startup_procedure: AtomicUsize::new(0),
                 startup_argument: AtomicUsize::new(0),
             };
@@ -274,6 +288,7 @@ impl Instance {
                 lost_count: AtomicU32::new(0),
                 sync_needed: AtomicBool::new(true),
                 smi_seq: AtomicU32::new(0),
+                hot_plug_lock: AtomicBool::new(false),
             });
             (base.add(layout.stats) as *mut Stats).write(Stats::new());
             (base.add(layout.pool) as *mut PoolState).write(PoolState::new());
@@ -290,12 +305,23 @@ impl Instance {
                 (base.add(layout.token.offset + i * layout.token.stride) as *mut Token)
                     .write(Token::new());
             }
+            for i in 0..layout.apic_map.len {
+                (base.add(layout.apic_map.offset + i * layout.apic_map.stride) as *mut AtomicU64)
+                    .write(AtomicU64::new(0));
+            }
             let inst = &mut *(base as *mut Instance);
             inst.mm_mp.attributes = if inst.platform.has_time_source() {
                 crate::efi::MM_MP_TIMEOUT_SUPPORTED
             } else {
                 0
             };
+            let map = inst.apic_map();
+            for (i, s) in inst.cpus().iter() {
+                if !s.is_empty() {
+                    // Cannot fail: the map has at least two entries per CPU.
+                    let _ = map.insert(s.apic_id(), i);
+                }
+            }
             inst.magic = MAGIC;
             instance.write(inst);
         }
@@ -375,6 +401,11 @@ impl Instance {
 
     pub fn cpus(&self) -> Strided<'_, CpuState> {
         self.array(self.layout.cpu)
+    }
+
+    /// WhoAmI's APIC ID → slot map.
+    pub fn apic_map(&self) -> ApicMap<'_> {
+        ApicMap::new(self.array(self.layout.apic_map))
     }
 
     pub fn tokens(&self) -> TokenPool<'_> {

@@ -1,10 +1,11 @@
 //! mm-mp: the multi-processor core of EDK2's SMM CPU driver as a `no_std`
 //! library with a C API (SPEC §11): EFI_MM_MP_PROTOCOL, the SMI
-//! rendezvous, gMmst->MmStartupThisAp, SmmCpuSyncLib-compatible
+//! rendezvous, EFI_SMM_CPU_SERVICE_PROTOCOL and CPU hot-plug,
+//! gMmst->MmStartupThisAp, SmmCpuSyncLib-compatible
 //! semaphores. All state lives in memory the caller supplies.
 //!
 //! Layers (docs/ARCHITECTURE.md): `efi` → `sync` → `memory` → `platform`
-//! → core (`mailbox`, `tokens`, `cpus`, `instance`, `dispatch`,
+//! → core (`mailbox`, `tokens`, `cpus`, `cpu_service`, `instance`, `dispatch`,
 //! `rendezvous`) → `ffi`.
 #![no_std]
 #![allow(clippy::missing_safety_doc)]
@@ -14,6 +15,7 @@
 #[cfg(any(test, loom, not(panic = "abort")))]
 extern crate std;
 
+pub mod cpu_service;
 pub mod cpus;
 pub mod dispatch;
 pub mod efi;

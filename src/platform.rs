@@ -310,6 +310,21 @@ impl MmMpPlatform {
         }
     }
 
+    /// The platform's location of `apic_id` (AddProcessor, SPEC §5.2):
+    /// `None` without the hook or when it does not return EFI_SUCCESS.
+    pub fn processor_location(
+        &self,
+        apic_id: u64,
+    ) -> Option<(CpuPhysicalLocation, CpuPhysicalLocation2)> {
+        let f = self.get_processor_location?;
+        let mut location = CpuPhysicalLocation::default();
+        let mut location2 = CpuPhysicalLocation2::default();
+        // SAFETY: integrator callback with its own context; both
+        // out-pointers are valid locals.
+        let status = unsafe { f(self.context, apic_id, &mut location, &mut location2) };
+        (status == Status::SUCCESS).then_some((location, location2))
+    }
+
     pub fn register_exception_handler(
         &self,
         exception_type: ExceptionType,

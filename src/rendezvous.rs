@@ -122,6 +122,11 @@ impl Instance {
         if current == IDLE && state.is_empty() {
             return Poll::Ready;
         }
+        // SPEC §5.3: a hot-added CPU's first SMI only initialises it; it
+        // does not check in (the counter is untouched).
+        if current == IDLE && state.needs_init() && state.take_init() {
+            return Poll::Ready;
+        }
         loop {
             let next = match current {
                 IDLE => self.entry(cpu),
@@ -243,11 +248,11 @@ impl Instance {
     }
 
     /// CPUs that should come to a rendezvous: non-empty slots whose AP is
-    /// not lost in an earlier SMI (EDK2 `mNumberOfCpus`).
+    /// not lost in an earlier SMI, hot-added ones once initialised (EDK2
+    /// `mNumberOfCpus`; `Instance::is_expected`).
     fn expected_cpus(&self) -> u32 {
-        self.cpus()
-            .iter()
-            .filter(|(i, s)| !s.is_empty() && !self.mailbox(*i).is_some_and(|m| m.busy.is_lost()))
+        (0..self.number_of_cpus())
+            .filter(|&i| self.is_expected(i))
             .count() as u32
     }
 
@@ -281,8 +286,7 @@ impl Instance {
                 return Arrival::Done(all);
             }
             for (i, s) in self.cpus().iter() {
-                let lost = self.mailbox(i).is_some_and(|m| m.busy.is_lost());
-                if i != cpu && !s.is_empty() && !s.is_present() && !lost {
+                if i != cpu && self.is_expected(i) && !s.is_present() {
                     self.platform.send_smi_ipi(s.apic_id());
                     self.stats().bump(Counter::IpisSent);
                 }
@@ -596,6 +600,7 @@ impl Instance {
 
     /// §6.3 step 8: pending CPU operations, BSP not present, wait #13.
     fn bsp_before_final(&self, cpu: usize) -> Step {
+        self.apply_pending_operations();
         if let Some(s) = self.cpu(cpu) {
             s.set_present(false);
         }

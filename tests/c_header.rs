@@ -647,7 +647,6 @@ fn edk2_mode_reuses_edk2_types() {
 
 /// Every function of SPEC §11 has an EFIAPI prototype in the header.
 #[test]
-#[ignore = "until issue 4 exports MmMpGetCpuServiceProtocol (the rest of SPEC §11 is exported)"]
 fn header_declares_every_spec_function() {
     let missing: Vec<&str> = SPEC_EXPORTS
         .iter()

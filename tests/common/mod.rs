@@ -21,8 +21,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use mm_mp::efi::{
-    ApProcedure, ApProcedure2, Boolean, CpuPhysicalLocation, ExtendedProcessorInformation,
-    MmCompletion, MmMpProtocol, ProcessorInformation, Status, INVALID_APIC_ID,
+    ApProcedure, ApProcedure2, Boolean, CpuInterruptHandler, CpuPhysicalLocation,
+    CpuPhysicalLocation2, ExceptionType, ExtendedProcessorInformation, MmCompletion, MmMpProtocol,
+    ProcessorInformation, SmmCpuServiceProtocol, Status, INVALID_APIC_ID,
 };
 use mm_mp::ffi::*;
 use mm_mp::platform::{MmMpConfig, MmMpPlatform, MM_MP_CONFIG_REVISION, MM_MP_PLATFORM_REVISION};
@@ -70,6 +71,14 @@ pub struct Options {
     /// Install a GetApicId hook (caller checks).
     pub apic_hook: bool,
     pub mtrrs: bool,
+    /// `MM_MP_CONFIG.HotPlugSupport`.
+    pub hot_plug_support: bool,
+    /// Pass the Sim's HotPlugApicId array (`Sim::hot_plug_ids`) in the config.
+    pub hot_plug_array: bool,
+    /// Install the GetProcessorLocation hook (`location_of`).
+    pub location_hook: bool,
+    /// Install the RegisterExceptionHandler hook (`Sim::exception_handlers`).
+    pub exception_hook: bool,
 }
 
 impl Options {
@@ -87,7 +96,27 @@ impl Options {
             empty: Vec::new(),
             apic_hook: true,
             mtrrs: false,
+            hot_plug_support: false,
+            hot_plug_array: true,
+            location_hook: true,
+            exception_hook: true,
         }
+    }
+    pub fn hot_plug(mut self, h: bool) -> Self {
+        self.hot_plug_support = h;
+        self
+    }
+    pub fn hot_plug_array(mut self, a: bool) -> Self {
+        self.hot_plug_array = a;
+        self
+    }
+    pub fn location_hook(mut self, l: bool) -> Self {
+        self.location_hook = l;
+        self
+    }
+    pub fn exception_hook(mut self, e: bool) -> Self {
+        self.exception_hook = e;
+        self
     }
     pub fn mtrrs(mut self, m: bool) -> Self {
         self.mtrrs = m;
@@ -174,6 +203,12 @@ pub struct Sim {
     pub preferred_bsp: AtomicUsize,
     /// GetSmmDelayedBlockedDisabledCount: blocked CPUs reported.
     pub blocked: AtomicUsize,
+    /// The platform's HotPlugApicId array (EDK2 CPU_HOT_PLUG_DATA.ApicId):
+    /// `apic(i)` for populated slots, INVALID_APIC_ID for free ones. Owned
+    /// here so the pointer in the config stays valid.
+    pub hot_plug_ids: Box<[AtomicU64]>,
+    /// RegisterExceptionHandler hook calls: (type, handler address).
+    pub exception_handlers: Mutex<Vec<(ExceptionType, usize)>>,
     sched: Mutex<Sched>,
 }
 
@@ -278,6 +313,55 @@ unsafe extern "efiapi" fn cb_mtrr_restore(ctx: *mut c_void, cpu: usize) {
     mtrr(ctx, cpu, 2)
 }
 
+/// The location the GetProcessorLocation hook reports for an APIC ID.
+pub fn location_of(apic_id: u64) -> (CpuPhysicalLocation, CpuPhysicalLocation2) {
+    let c = cpu_of_apic(apic_id) as u32;
+    (
+        CpuPhysicalLocation {
+            package: 1,
+            core: c,
+            thread: 7,
+        },
+        CpuPhysicalLocation2 {
+            package: 1,
+            module: 2,
+            tile: 3,
+            die: 4,
+            core: c,
+            thread: 7,
+        },
+    )
+}
+
+unsafe extern "efiapi" fn cb_location(
+    _ctx: *mut c_void,
+    apic_id: u64,
+    location: *mut CpuPhysicalLocation,
+    location2: *mut CpuPhysicalLocation2,
+) -> Status {
+    let (l, l2) = location_of(apic_id);
+    // SAFETY: the library passes valid out-pointers.
+    unsafe {
+        *location = l;
+        *location2 = l2;
+    }
+    Status::SUCCESS
+}
+
+unsafe extern "efiapi" fn cb_register_exception(
+    ctx: *mut c_void,
+    exception_type: ExceptionType,
+    handler: CpuInterruptHandler,
+) -> Status {
+    let h = handler.map_or(0, |f| f as usize);
+    sim_of(ctx)
+        .exception_handlers
+        .lock()
+        .unwrap()
+        .push((exception_type, h));
+    Status::SUCCESS
+}
+
 pub fn cpu_of_apic(apic_id: u64) -> usize {
     (apic_id.wrapping_sub(0x100) / 2) as usize
 }
@@ -340,7 +424,7 @@ pub fn config(opts: &Options, table: &[ProcessorInformation]) -> MmMpConfig {
         sync_mode: opts.relaxed as u32,
         bsp_index: opts.fixed_bsp,
         bsp_election: Boolean::from(opts.election),
-        hot_plug_support: Boolean::FALSE,
+        hot_plug_support: Boolean::from(opts.hot_plug_support),
         blocking_startup_this_ap: Boolean::from(opts.blocking_startup),
         configure_mtrrs: Boolean::from(opts.mtrrs),
         reserved: 0,
@@ -381,8 +465,16 @@ pub fn platform(opts: &Options, ctx: *mut c_void) -> MmMpPlatform {
         mtrr_replace: Some(cb_mtrr_replace),
         mtrr_restore: Some(cb_mtrr_restore),
         mm_foundation_entry: Some(cb_foundation),
-        get_processor_location: None,
-        register_exception_handler: None,
+        get_processor_location: if opts.location_hook {
+            Some(cb_location)
+        } else {
+            None
+        },
+        register_exception_handler: if opts.exception_hook {
+            Some(cb_register_exception)
+        } else {
+            None
+        },
         fatal: None,
         log: Some(cb_log),
     }
@@ -391,7 +483,7 @@ pub fn platform(opts: &Options, ctx: *mut c_void) -> MmMpPlatform {
 impl Sim {
     pub fn new(opts: Options) -> Box<Sim> {
         let table = processor_table(&opts);
-        let cfg = config(&opts, &table);
+        let mut cfg = config(&opts, &table);
         let mut size = 0usize;
         // SAFETY: valid pointers to locals.
         let st = unsafe { MmMpGetRequiredSize(&cfg, &mut size) };
@@ -428,8 +520,18 @@ impl Sim {
             mtrr_calls: (0..opts.cpus).map(|_| Default::default()).collect(),
             preferred_bsp: AtomicUsize::new(NONE),
             blocked: AtomicUsize::new(0),
+            hot_plug_ids: table
+                .iter()
+                .map(|p| AtomicU64::new(p.processor_id))
+                .collect(),
+            exception_handlers: Mutex::new(Vec::new()),
             sched: Mutex::new(Sched::default()),
         });
+        if opts.hot_plug_array {
+            // AtomicU64 has the layout of u64; the Sim owns the array for
+            // the instance's whole life.
+            cfg.hot_plug_apic_id = sim.hot_plug_ids.as_ptr() as *mut u64;
+        }
         let ctx = &*sim as *const Sim as *mut c_void;
         let plat = platform(&opts, ctx);
         let mut inst = std::ptr::null_mut();
@@ -697,6 +799,59 @@ impl Sim {
         // SAFETY: valid instance.
         unsafe { MmMpGetCurrentBsp(self.inst) }
     }
+
+    // -- EFI_SMM_CPU_SERVICE_PROTOCOL through the C ABI -------------------------
+
+    pub fn cs(&self) -> &SmmCpuServiceProtocol {
+        // SAFETY: valid instance; the protocol lives in it.
+        unsafe { &*MmMpGetCpuServiceProtocol(self.inst) }
+    }
+
+    /// The platform's hot-plug handler reserves `slot` for `apic_id`.
+    pub fn set_hot_plug_id(&self, slot: usize, apic_id: u64) {
+        self.hot_plug_ids[slot].store(apic_id, Ordering::SeqCst);
+    }
+
+    pub fn hot_plug_id(&self, slot: usize) -> u64 {
+        self.hot_plug_ids[slot].load(Ordering::SeqCst)
+    }
+
+    pub fn processor_info(&self, n: usize) -> (Status, ProcessorInformation) {
+        let cs = self.cs();
+        let mut info = ProcessorInformation::EMPTY;
+        info.processor_id = 0x5a5a;
+        // SAFETY: our protocol, valid out-pointer.
+        let st = unsafe { (cs.get_processor_info)(cs, n, &mut info) };
+        (st, info)
+    }
+
+    pub fn switch_bsp(&self, n: usize) -> Status {
+        let cs = self.cs();
+        // SAFETY: our protocol.
+        unsafe { (cs.switch_bsp)(cs, n) }
+    }
+
+    pub fn add_processor(&self, apic_id: u64) -> (Status, usize) {
+        let cs = self.cs();
+        let mut n = NONE;
+        // SAFETY: our protocol, valid out-pointer.
+        let st = unsafe { (cs.add_processor)(cs, apic_id, &mut n) };
+        (st, n)
+    }
+
+    pub fn remove_processor(&self, n: usize) -> Status {
+        let cs = self.cs();
+        // SAFETY: our protocol.
+        unsafe { (cs.remove_processor)(cs, n) }
+    }
+
+    pub fn who_am_i(&self) -> (Status, usize) {
+        let cs = self.cs();
+        let mut n = NONE;
+        // SAFETY: our protocol, valid out-pointer.
+        let st = unsafe { (cs.who_am_i)(cs, &mut n) };
+        (st, n)
+    }
 }
 
 impl Drop for Sim {
@@ -713,6 +868,8 @@ pub struct Record {
     pub runs: Vec<AtomicUsize>,
     pub ret: AtomicUsize,
     pub gate: AtomicBool,
+    /// Gated procedures that have started (and may be waiting at the gate).
+    pub started: AtomicUsize,
 }
 
 impl Record {
@@ -721,6 +878,7 @@ impl Record {
             runs: (0..cpus).map(|_| AtomicUsize::new(0)).collect(),
             ret: AtomicUsize::new(0),
             gate: AtomicBool::new(true),
+            started: AtomicUsize::new(0),
         })
     }
     pub fn arg(&self) -> *mut c_void {
@@ -761,6 +919,7 @@ pub unsafe extern "efiapi" fn proc_fail_odd(arg: *mut c_void) -> Status {
 /// Spins (yielding) until the record's gate opens, then counts.
 pub unsafe extern "efiapi" fn proc_gated(arg: *mut c_void) -> Status {
     let r = record_of(arg);
+    r.started.fetch_add(1, Ordering::SeqCst);
     while !r.gate.load(Ordering::SeqCst) {
         std::thread::yield_now();
     }
@@ -833,8 +992,14 @@ impl Machine {
         sim.source_validity.store(true, Ordering::SeqCst);
         sim.deliver_ipis.store(true, Ordering::SeqCst);
         let stop = std::sync::Arc::new(AtomicBool::new(false));
+        // Every slot has a thread; empty slots start dead (a CPU that can be
+        // hot-added later: `Machine::revive`).
+        for &c in &sim.opts.empty {
+            if let Some(d) = sim.dead.get(c) {
+                d.store(true, Ordering::SeqCst);
+            }
+        }
         let threads = (0..sim.opts.cpus)
-            .filter(|c| !sim.opts.empty.contains(c))
             .map(|c| {
                 let stop = stop.clone();
                 std::thread::spawn(move || {
@@ -856,6 +1021,21 @@ impl Machine {
             })
             .collect();
         Machine { sim, stop, threads }
+    }
+
+    /// A dead CPU comes to life (hot-plugged): no stale SMI pending.
+    pub fn revive(&self, cpu: usize) {
+        self.sim.pending[cpu].store(false, Ordering::SeqCst);
+        self.sim.dead[cpu].store(false, Ordering::SeqCst);
+    }
+
+    /// The CPU takes no more SMIs (ejected); waits until it left SMM.
+    pub fn kill(&self, cpu: usize) {
+        self.sim.dead[cpu].store(true, Ordering::SeqCst);
+        while self.sim.in_smm[cpu].load(Ordering::SeqCst) {
+            std::thread::yield_now();
+        }
+        self.sim.pending[cpu].store(false, Ordering::SeqCst);
     }
 
     /// Broadcast SMI (SPEC §10.1): every live CPU gets it.
