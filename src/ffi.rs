@@ -33,10 +33,20 @@ unsafe fn instance<'a>(ptr: *const MmMpInstance) -> Option<&'a Instance> {
 /// # Safety
 /// A non-null `this` must be a protocol returned by MmMpGetMmMpProtocol.
 unsafe fn from_mm_mp<'a>(this: *const MmMpProtocol) -> Option<&'a Instance> {
-    if this.is_null() {
+    // SAFETY: forwarded contract.
+    unsafe { embedding(this as usize, offset_of!(Instance, mm_mp)) }
+}
+
+/// The instance whose protocol at `offset` is `this` (NULL → `None`).
+///
+/// # Safety
+/// A non-zero `this` must be a protocol embedded in an instance at
+/// `offset` (one the instance handed out).
+unsafe fn embedding<'a>(this: usize, offset: usize) -> Option<&'a Instance> {
+    if this == 0 {
         return None;
     }
-    let base = (this as usize).checked_sub(offset_of!(Instance, mm_mp))?;
+    let base = this.checked_sub(offset)?;
     // SAFETY: the protocol is embedded in an instance at this offset
     // (caller's contract); `from_ptr` checks the magic.
     unsafe { Instance::from_ptr(base as *const Instance) }
@@ -319,15 +329,9 @@ unsafe extern "efiapi" fn rendezvous_wait_for_all_processor(
     this: *mut SmmCpuRendezvousProtocol,
     blocking_mode: Boolean,
 ) -> Status {
-    if this.is_null() {
-        return Status::INVALID_PARAMETER;
-    }
-    let Some(base) = (this as usize).checked_sub(offset_of!(Instance, rendezvous_protocol)) else {
-        return Status::INVALID_PARAMETER;
-    };
-    // SAFETY: `this` is the protocol embedded in an instance at this
-    // offset (it came from MmMpGetRendezvousProtocol); the magic is checked.
-    match unsafe { Instance::from_ptr(base as *const Instance) } {
+    // SAFETY: `this` is the protocol embedded in an instance (it came from
+    // MmMpGetRendezvousProtocol) or NULL; the magic is checked.
+    match unsafe { embedding(this as usize, offset_of!(Instance, rendezvous_protocol)) } {
         Some(inst) => inst.wait_for_all_processor(blocking_mode.get()),
         None => Status::INVALID_PARAMETER,
     }
@@ -364,13 +368,8 @@ pub unsafe extern "efiapi" fn MmMpGetCpuServiceProtocol(
 /// # Safety
 /// A non-null `this` must be a protocol returned by MmMpGetCpuServiceProtocol.
 unsafe fn from_cpu_service<'a>(this: *const SmmCpuServiceProtocol) -> Option<&'a Instance> {
-    if this.is_null() {
-        return None;
-    }
-    let base = (this as usize).checked_sub(offset_of!(Instance, cpu_service))?;
-    // SAFETY: the protocol is embedded in an instance at this offset
-    // (caller's contract); `from_ptr` checks the magic.
-    unsafe { Instance::from_ptr(base as *const Instance) }
+    // SAFETY: forwarded contract.
+    unsafe { embedding(this as usize, offset_of!(Instance, cpu_service)) }
 }
 
 unsafe extern "efiapi" fn cs_get_processor_info(
