@@ -209,7 +209,7 @@ impl Instance {
     /// `None` without the array (or a misaligned one).
     fn hot_plug_apic_id(&self, i: usize) -> Option<u64> {
         let p = self.settings.hot_plug_apic_id;
-        if p.is_null() || (p as usize) % core::mem::align_of::<u64>() != 0 {
+        if p.is_null() || !crate::memory::is_aligned(p as usize, core::mem::align_of::<u64>()) {
             return None;
         }
         if i >= self.number_of_cpus() {
@@ -223,7 +223,7 @@ impl Instance {
 
     fn set_hot_plug_apic_id(&self, i: usize, value: u64) {
         let p = self.settings.hot_plug_apic_id;
-        if p.is_null() || (p as usize) % core::mem::align_of::<u64>() != 0 {
+        if p.is_null() || !crate::memory::is_aligned(p as usize, core::mem::align_of::<u64>()) {
             return;
         }
         if i >= self.number_of_cpus() {

@@ -109,7 +109,7 @@ pub unsafe extern "efiapi" fn MmMpInitialize(
     Instance: *mut *mut MmMpInstance,
 ) -> Status {
     // SAFETY: forwarded contract (see Instance::initialize).
-    unsafe {
+    let status = unsafe {
         crate::instance::Instance::initialize(
             Buffer,
             BufferSize,
@@ -117,7 +117,15 @@ pub unsafe extern "efiapi" fn MmMpInitialize(
             Platform,
             Instance as *mut *mut crate::instance::Instance,
         )
+    };
+    #[cfg(all(not(test), not(loom), panic = "abort"))]
+    if status == Status::SUCCESS {
+        // SAFETY: on success Initialize wrote a valid pointer to *Instance
+        // (non-NULL, checked by Initialize before anything was written).
+        let created = unsafe { Instance.read_unaligned() };
+        fatal_route::remember(created as *mut crate::instance::Instance);
     }
+    status
 }
 
 /**
@@ -791,16 +799,44 @@ pub unsafe extern "efiapi" fn MmMpSyncReleaseBsp(
     }
 }
 
-/// Firmware builds (panic = "abort", no std): the library has no reachable
-/// panic (every index is checked, no unwrap on input), so this only ends
-/// the CPU if a bug slips through. There is no global state to find the
-/// platform's Fatal hook from, so it parks the CPU.
+/// Where a panic goes in firmware builds. The library has no reachable
+/// panic (CI links every export with `--gc-sections` and finds no panic
+/// machinery, `firmware/check-no-panic.sh`); should one slip in, the panic
+/// handler ends in the `Fatal` hook of the most recently initialised
+/// instance. This pointer is the library's only global, and only this
+/// path reads it.
+#[cfg(all(not(test), not(loom), panic = "abort"))]
+mod fatal_route {
+    use core::sync::atomic::{AtomicPtr, Ordering};
+
+    static LAST: AtomicPtr<crate::instance::Instance> = AtomicPtr::new(core::ptr::null_mut());
+
+    pub fn remember(instance: *mut crate::instance::Instance) {
+        // Release: publishes the initialised instance to the CPU that
+        // reads it in `fatal` (Acquire).
+        LAST.store(instance, Ordering::Release);
+    }
+
+    pub fn fatal() -> ! {
+        // Acquire: pairs with the Release in `remember`.
+        let last = LAST.load(Ordering::Acquire);
+        // SAFETY: NULL or an instance Initialize returned; `instance`
+        // validates the magic word before using it.
+        if let Some(inst) = unsafe { super::instance(last as *mut super::MmMpInstance) } {
+            inst.platform.fatal(c"mm-mp: internal error (panic)");
+        }
+        loop {
+            core::hint::spin_loop();
+        }
+    }
+}
+
+/// Firmware builds (panic = "abort", no std): the `Fatal` hook, then a
+/// pause loop (see `fatal_route`).
 #[cfg(all(not(test), not(loom), panic = "abort"))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {
-        core::hint::spin_loop();
-    }
+    fatal_route::fatal()
 }
 
 /// Precompiled `core` refers to the unwinding personality routine from its

@@ -26,7 +26,7 @@ use crate::efi::{
     Status, INVALID_APIC_ID,
 };
 use crate::mailbox::Mailbox;
-use crate::memory::{ArrayLayout, Carver, Strided, DEFAULT_LINE, MIN_LINE};
+use crate::memory::{is_aligned, ArrayLayout, Carver, Strided, DEFAULT_LINE, MIN_LINE};
 use crate::platform::{
     MmMpConfig, MmMpPlatform, MM_MP_CONFIG_REVISION, MM_MP_PLATFORM_REVISION,
     MM_MP_SYNC_MODE_RELAXED,
@@ -245,7 +245,7 @@ impl Instance {
                 return Status::INVALID_PARAMETER;
             }
         }
-        if (buffer as usize) % settings.line != 0 {
+        if !is_aligned(buffer as usize, settings.line) {
             return Status::INVALID_PARAMETER;
         }
         if buffer_size < layout.total {
@@ -335,7 +335,7 @@ impl Instance {
     /// A non-null `ptr` must point to readable memory of at least the size
     /// of the header (an instance returned by `MmMpInitialize`).
     pub unsafe fn from_ptr<'a>(ptr: *const Instance) -> Option<&'a Instance> {
-        if ptr.is_null() || (ptr as usize) % align_of::<Instance>() != 0 {
+        if ptr.is_null() || !is_aligned(ptr as usize, align_of::<Instance>()) {
             return None;
         }
         // SAFETY: non-null and aligned; readable by the caller's contract.

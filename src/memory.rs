@@ -21,6 +21,13 @@ pub const DEFAULT_LINE: usize = 64;
 /// Limit on one region (so that every offset fits an `isize`).
 const MAX_REGION: usize = isize::MAX as usize;
 
+/// Whether `addr` is a multiple of `align`; `false` for `align == 0`.
+/// Written with `checked_rem` so that no division-by-zero panic path can
+/// exist even where the compiler cannot see that `align` was validated.
+pub const fn is_aligned(addr: usize, align: usize) -> bool {
+    matches!(addr.checked_rem(align), Some(0))
+}
+
 /// Round `value` up to a multiple of `align` (a power of two).
 pub const fn round_up(value: usize, align: usize) -> Option<usize> {
     match value.checked_add(align - 1) {

@@ -32,7 +32,7 @@ use core::ffi::c_void;
 use core::mem::{align_of, size_of};
 
 use crate::efi::Status;
-use crate::memory::{ArrayLayout, Carver, Strided, DEFAULT_LINE, MIN_LINE};
+use crate::memory::{is_aligned, ArrayLayout, Carver, Strided, DEFAULT_LINE, MIN_LINE};
 use crate::sync::atomic::{AtomicU32, Ordering};
 use crate::sync::{Semaphore, SEMAPHORE_LOCKED};
 
@@ -431,7 +431,7 @@ impl SyncContext {
             Ok(v) => v,
             Err(e) => return fail(e),
         };
-        if (buffer as usize) % line != 0 {
+        if !is_aligned(buffer as usize, line) {
             return fail(Status::INVALID_PARAMETER);
         }
         if size < layout.total {
@@ -471,7 +471,7 @@ impl SyncContext {
     /// `size_of::<SyncContext>()` bytes; if it is a context built by
     /// [`SyncContext::init`], that context must live for `'a`.
     pub unsafe fn from_ptr<'a>(ptr: *const SyncContext) -> Option<&'a SyncContext> {
-        if ptr.is_null() || (ptr as usize) % align_of::<SyncContext>() != 0 {
+        if ptr.is_null() || !is_aligned(ptr as usize, align_of::<SyncContext>()) {
             return None;
         }
         // SAFETY: `magic` is a plain u64 inside readable memory by the
@@ -486,7 +486,7 @@ impl SyncContext {
         let ctx = unsafe { &*ptr };
         match validate(ctx.cpus(), ctx.line) {
             Ok((line, layout))
-                if line == ctx.line && layout == ctx.layout && (ptr as usize) % line == 0 =>
+                if line == ctx.line && layout == ctx.layout && is_aligned(ptr as usize, line) =>
             {
                 Some(ctx)
             }

@@ -24,5 +24,8 @@ fi
 echo "== loom models (LOOM_MAX_PREEMPTIONS=$LOOM_MAX_PREEMPTIONS)"
 RUSTFLAGS="--cfg loom" cargo test --release --target-dir target/loom --test loom --test loom_sync
 
+echo "== firmware build: undefined symbols, relocations, no reachable panic"
+make -C firmware check
+
 echo "== C example (4 pthreads CPUs)"
 make -C c-examples run
