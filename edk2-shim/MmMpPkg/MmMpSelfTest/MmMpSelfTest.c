@@ -1,0 +1,597 @@
+/** @file
+  MmMpSelfTest: exercises EFI_MM_MP_PROTOCOL and the SMM CPU service on
+  every AP during a real SMI and prints one summary line through DEBUG:
+
+    MmMpSelfTest: N passed, M failed (K [DIFF] checks: D differ from mm-mp, S skipped)
+
+  It runs on stock EDK2 as well as on mm-mp. Checks whose expected result
+  is one of mm-mp's deliberate differences from EDK2 ([DIFF] in SPEC.md)
+  are counted apart: on mm-mp they count as passed/failed like the others;
+  on stock EDK2 a different result is reported as "differ", never as a
+  failure, and checks that would hang stock EDK2 are skipped there.
+
+  The driver's entry point runs inside an SMI (the MM core dispatches
+  drivers from an SMI once the CPU driver is installed); the startup
+  procedure check needs later SMIs, so a root MMI handler finishes the
+  test at a later SMI and prints the summary there.
+
+  SPDX-License-Identifier: BSD-2-Clause-Patent
+**/
+
+#include <PiMm.h>
+#include <Library/BaseLib.h>
+#include <Library/BaseMemoryLib.h>
+#include <Library/DebugLib.h>
+#include <Library/MemoryAllocationLib.h>
+#include <Library/MmServicesTableLib.h>
+#include <Library/SynchronizationLib.h>
+#include <Protocol/MmMp.h>
+#include <Protocol/SmmCpuService.h>
+#include <Protocol/MmMpInstance.h>
+
+//
+// Bounded busy waits (no time source is assumed): CpuPause iterations.
+//
+#define SPIN_LIMIT  200000000ULL
+
+typedef struct {
+  volatile UINT32    Runs;
+  volatile UINTN     Who;
+  volatile UINT32    StartupRuns;
+} CPU_RECORD;
+
+STATIC EFI_MM_MP_PROTOCOL            *mMp;
+STATIC EFI_SMM_CPU_SERVICE_PROTOCOL  *mCpu;
+STATIC MM_MP_INSTANCE_PROTOCOL       *mMmMp;
+STATIC CPU_RECORD                    *mRecords;
+STATIC UINTN                         mCpus;
+STATIC UINTN                         mPassed;
+STATIC UINTN                         mFailed;
+STATIC UINTN                         mDiffChecks;
+STATIC UINTN                         mDiffers;
+STATIC UINTN                         mSkipped;
+STATIC EFI_HANDLE                    mRootHandle;
+STATIC volatile BOOLEAN              mRelease;
+STATIC UINTN                         mFinishCalls;
+STATIC CONST EFI_GUID                mMmMpInstanceGuid = MM_MP_INSTANCE_PROTOCOL_GUID;
+
+/**
+  Record one check. Diff = TRUE marks a [DIFF] check: on stock EDK2 a
+  mismatch counts as "differ", not as a failure.
+**/
+STATIC
+VOID
+Check (
+  IN BOOLEAN      Ok,
+  IN BOOLEAN      Diff,
+  IN CONST CHAR8  *What,
+  IN EFI_STATUS   Status
+  )
+{
+  if (Diff) {
+    mDiffChecks++;
+  }
+
+  if (Ok) {
+    mPassed++;
+    return;
+  }
+
+  if (Diff && (mMmMp == NULL)) {
+    mDiffers++;
+    DEBUG ((DEBUG_INFO, "MmMpSelfTest: [DIFF] %a: stock EDK2 gives %r\n", What, Status));
+    return;
+  }
+
+  mFailed++;
+  DEBUG ((DEBUG_ERROR, "MmMpSelfTest: FAILED %a (%r)\n", What, Status));
+}
+
+/**
+  Procedure run on APs: count the run and ask the CPU service who we are.
+**/
+STATIC
+EFI_STATUS
+EFIAPI
+RecordProcedure (
+  IN OUT VOID  *Argument
+  )
+{
+  CPU_RECORD  *Record;
+  UINTN       Who;
+
+  Record = Argument;
+  Who    = MAX_UINTN;
+  if (!EFI_ERROR (mCpu->WhoAmI (mCpu, &Who))) {
+    Record->Who = Who;
+  }
+
+  InterlockedIncrement ((UINT32 *)&Record->Runs);
+  return EFI_SUCCESS;
+}
+
+/**
+  Broadcast procedure: one shared argument, so each AP finds its record.
+**/
+STATIC
+EFI_STATUS
+EFIAPI
+BroadcastProcedure (
+  IN OUT VOID  *Argument
+  )
+{
+  UINTN  Who;
+
+  if (EFI_ERROR (mCpu->WhoAmI (mCpu, &Who)) || (Who >= mCpus)) {
+    return EFI_DEVICE_ERROR;
+  }
+
+  return RecordProcedure (&mRecords[Who]);
+}
+
+/**
+  Holds its AP until the BSP sets mRelease (busy-AP check).
+**/
+STATIC
+EFI_STATUS
+EFIAPI
+HoldProcedure (
+  IN OUT VOID  *Argument
+  )
+{
+  UINT64  Spins;
+
+  for (Spins = 0; !mRelease && Spins < SPIN_LIMIT; Spins++) {
+    CpuPause ();
+  }
+
+  return EFI_SUCCESS;
+}
+
+STATIC
+VOID
+EFIAPI
+LegacyProcedure (
+  IN OUT VOID  *Argument
+  )
+{
+  RecordProcedure (Argument);
+}
+
+STATIC
+VOID
+EFIAPI
+StartupProcedure (
+  IN OUT VOID  *Argument
+  )
+{
+  UINTN  Who;
+
+  if (!EFI_ERROR (mCpu->WhoAmI (mCpu, &Who)) && (Who < mCpus)) {
+    InterlockedIncrement ((UINT32 *)&mRecords[Who].StartupRuns);
+  }
+}
+
+STATIC
+VOID
+ResetRecords (
+  VOID
+  )
+{
+  UINTN  Index;
+
+  for (Index = 0; Index < mCpus; Index++) {
+    mRecords[Index].Runs = 0;
+    mRecords[Index].Who  = MAX_UINTN;
+  }
+}
+
+/**
+  Every AP except Bsp ran exactly once, on itself.
+**/
+STATIC
+BOOLEAN
+EveryApRanOnce (
+  IN UINTN  Bsp
+  )
+{
+  UINTN  Index;
+
+  for (Index = 0; Index < mCpus; Index++) {
+    if (Index == Bsp) {
+      if (mRecords[Index].Runs != 0) {
+        return FALSE;
+      }
+    } else if ((mRecords[Index].Runs != 1) || (mRecords[Index].Who != Index)) {
+      return FALSE;
+    }
+  }
+
+  return TRUE;
+}
+
+STATIC
+VOID
+RunInSmiChecks (
+  VOID
+  )
+{
+  EFI_STATUS                         Status;
+  EFI_STATUS                         CpuStatus;
+  EFI_STATUS                         *Statuses;
+  MM_COMPLETION                      *Tokens;
+  MM_COMPLETION                      Token;
+  MM_COMPLETION                      Live;
+  EDKII_SMM_CPU_RENDEZVOUS_PROTOCOL  *Rendezvous;
+  EFI_PROCESSOR_INFORMATION          Info;
+  UINTN                              Count;
+  UINTN                              Bsp;
+  UINTN                              Index;
+  UINTN                              Pending;
+  UINTN                              Ap;
+  UINTN                              Other;
+  BOOLEAN                            AllOk;
+  UINT64                             Spins;
+
+  Bsp    = gMmst->CurrentlyExecutingCpu;
+  Status = mMp->GetNumberOfProcessors (mMp, &Count);
+  Check (!EFI_ERROR (Status) && Count == gMmst->NumberOfCpus && Count == mCpus, FALSE, "GetNumberOfProcessors", Status);
+
+  Status = mCpu->WhoAmI (mCpu, &Index);
+  Check (!EFI_ERROR (Status) && Index == Bsp, FALSE, "WhoAmI on the BSP", Status);
+
+  //
+  // Gather the APs (relaxed mode: they may still be arriving).
+  //
+  Status = gMmst->MmLocateProtocol (&gEdkiiSmmCpuRendezvousProtocolGuid, NULL, (VOID **)&Rendezvous);
+  if (!EFI_ERROR (Status)) {
+    Status = Rendezvous->WaitForAllProcessor (Rendezvous, TRUE);
+    Check (!EFI_ERROR (Status), FALSE, "WaitForAllProcessor (TRUE)", Status);
+  }
+
+  //
+  // Processor information of every CPU.
+  //
+  for (Index = 0; Index < mCpus; Index++) {
+    Status = mCpu->GetProcessorInfo (mCpu, Index, &Info);
+    Check (!EFI_ERROR (Status) && Info.ProcessorId != MAX_UINT64, FALSE, "GetProcessorInfo", Status);
+  }
+
+  //
+  // Invalid arguments (SPEC §2.2, §2.3, §2.4, §2.5).
+  //
+  Status = mMp->DispatchProcedure (mMp, RecordProcedure, Bsp, 0, &mRecords[Bsp], NULL, NULL);
+  Check (Status == EFI_INVALID_PARAMETER, FALSE, "Dispatch to the BSP", Status);
+  Status = mMp->DispatchProcedure (mMp, RecordProcedure, mCpus, 0, NULL, NULL, NULL);
+  Check (Status == EFI_INVALID_PARAMETER, FALSE, "Dispatch to CPU NumberOfCpus", Status);
+  Status = mMp->DispatchProcedure (mMp, NULL, (Bsp + 1) % mCpus, 0, NULL, NULL, NULL);
+  Check (Status == EFI_INVALID_PARAMETER, FALSE, "Dispatch of NULL", Status);
+  Status = mMp->BroadcastProcedure (mMp, NULL, 0, NULL, NULL, NULL);
+  Check (Status == EFI_INVALID_PARAMETER, FALSE, "Broadcast of NULL", Status);
+  Status = mMp->CheckForProcedure (mMp, NULL);
+  Check (Status == EFI_INVALID_PARAMETER, FALSE, "CheckForProcedure (NULL)", Status);
+  Status = mMp->WaitForProcedure (mMp, NULL);
+  Check (Status == EFI_INVALID_PARAMETER, FALSE, "WaitForProcedure (NULL)", Status);
+  Status = mMp->SetStartupProcedure (mMp, NULL, &mRecords[0]);
+  Check (Status == EFI_INVALID_PARAMETER, FALSE, "SetStartupProcedure (NULL, args)", Status);
+  if ((mMp->Attributes & EFI_MM_MP_TIMEOUT_SUPPORTED) == 0) {
+    Status = mMp->DispatchProcedure (mMp, RecordProcedure, (Bsp + 1) % mCpus, 1000, NULL, NULL, NULL);
+    Check (Status == EFI_INVALID_PARAMETER, FALSE, "Timeout without EFI_MM_MP_TIMEOUT_SUPPORTED", Status);
+  }
+
+  if (mCpus < 2) {
+    DEBUG ((DEBUG_INFO, "MmMpSelfTest: one CPU, no AP to dispatch to\n"));
+    return;
+  }
+
+  Statuses = AllocateZeroPool (sizeof (EFI_STATUS) * mCpus);
+  Tokens   = AllocateZeroPool (sizeof (MM_COMPLETION) * mCpus);
+  if ((Statuses == NULL) || (Tokens == NULL)) {
+    Check (FALSE, FALSE, "AllocatePool", EFI_OUT_OF_RESOURCES);
+    return;
+  }
+
+  //
+  // Blocking dispatch to every AP.
+  //
+  ResetRecords ();
+  AllOk = TRUE;
+  for (Index = 0; Index < mCpus; Index++) {
+    if (Index == Bsp) {
+      continue;
+    }
+
+    CpuStatus = EFI_NOT_READY;
+    Status    = mMp->DispatchProcedure (mMp, RecordProcedure, Index, 0, &mRecords[Index], NULL, &CpuStatus);
+    if (EFI_ERROR (Status) || (CpuStatus != EFI_SUCCESS)) {
+      DEBUG ((DEBUG_ERROR, "MmMpSelfTest: blocking Dispatch to CPU %u: %r / %r\n", Index, Status, CpuStatus));
+      AllOk = FALSE;
+    }
+  }
+
+  Check (AllOk && EveryApRanOnce (Bsp), FALSE, "blocking DispatchProcedure on every AP", EFI_SUCCESS);
+
+  //
+  // Non-blocking dispatch to every AP, then check the tokens in reverse
+  // order until all are done (SPEC §10.4).
+  //
+  ResetRecords ();
+  AllOk = TRUE;
+  for (Index = 0; Index < mCpus; Index++) {
+    Tokens[Index]   = NULL;
+    Statuses[Index] = EFI_NOT_READY;
+    if (Index == Bsp) {
+      continue;
+    }
+
+    Status = mMp->DispatchProcedure (mMp, RecordProcedure, Index, 0, &mRecords[Index], &Tokens[Index], &Statuses[Index]);
+    if (EFI_ERROR (Status) || (Tokens[Index] == NULL)) {
+      AllOk = FALSE;
+    }
+  }
+
+  for (Spins = 0, Pending = mCpus - 1; AllOk && Pending > 0 && Spins < SPIN_LIMIT; Spins++) {
+    Pending = 0;
+    for (Index = mCpus; Index-- > 0;) {
+      if ((Index == Bsp) || (Tokens[Index] == NULL)) {
+        continue;
+      }
+
+      Status = mMp->CheckForProcedure (mMp, Tokens[Index]);
+      if (Status == EFI_NOT_READY) {
+        Pending++;
+      } else if (Status == EFI_SUCCESS) {
+        Tokens[Index] = NULL;
+      } else {
+        AllOk = FALSE;
+      }
+    }
+  }
+
+  for (Index = 0; Index < mCpus; Index++) {
+    if ((Index != Bsp) && (Statuses[Index] != EFI_SUCCESS)) {
+      AllOk = FALSE;
+    }
+  }
+
+  Check (AllOk && Pending == 0 && EveryApRanOnce (Bsp), FALSE, "non-blocking DispatchProcedure + CheckForProcedure", EFI_SUCCESS);
+
+  //
+  // Blocking broadcast with a status array: SUCCESS for every AP,
+  // EFI_NOT_STARTED for the caller (SPEC §2.3 step 9).
+  //
+  ResetRecords ();
+  for (Index = 0; Index < mCpus; Index++) {
+    Statuses[Index] = EFI_NOT_READY;
+  }
+
+  Status = mMp->BroadcastProcedure (mMp, BroadcastProcedure, 0, NULL, NULL, Statuses);
+  AllOk  = (BOOLEAN)(Status == EFI_SUCCESS && Statuses[Bsp] == EFI_NOT_STARTED);
+  for (Index = 0; Index < mCpus; Index++) {
+    if ((Index != Bsp) && (Statuses[Index] != EFI_SUCCESS)) {
+      AllOk = FALSE;
+    }
+  }
+
+  Check (AllOk && EveryApRanOnce (Bsp), FALSE, "blocking BroadcastProcedure with status array", Status);
+
+  //
+  // Broadcast with a token, then WaitForProcedure.
+  //
+  ResetRecords ();
+  Token  = NULL;
+  Status = mMp->BroadcastProcedure (mMp, BroadcastProcedure, 0, NULL, &Token, NULL);
+  if (!EFI_ERROR (Status)) {
+    Status = mMp->WaitForProcedure (mMp, Token);
+  }
+
+  Check (Status == EFI_SUCCESS && EveryApRanOnce (Bsp), FALSE, "BroadcastProcedure with token + WaitForProcedure", Status);
+
+  //
+  // gMmst->MmStartupThisAp to the next AP (blocking or not, per platform
+  // PCD): wait for the record with a bounded spin.
+  //
+  ResetRecords ();
+  Ap     = (Bsp + 1) % mCpus;
+  Status = gMmst->MmStartupThisAp (LegacyProcedure, Ap, &mRecords[Ap]);
+  for (Spins = 0; !EFI_ERROR (Status) && mRecords[Ap].Runs == 0 && Spins < SPIN_LIMIT; Spins++) {
+    CpuPause ();
+  }
+
+  Check (!EFI_ERROR (Status) && mRecords[Ap].Runs == 1 && mRecords[Ap].Who == Ap, FALSE, "gMmst->MmStartupThisAp", Status);
+  //
+  // Let a non-blocking MmStartupThisAp finish before using the AP again.
+  //
+  for (Spins = 0; Spins < 100000; Spins++) {
+    CpuPause ();
+  }
+
+  //
+  // [DIFF] A token variable that still holds a live token: mm-mp refuses
+  // with EFI_ALREADY_STARTED (SPEC §2.2); EDK2 overwrites it.
+  //
+  mRelease = FALSE;
+  Live     = NULL;
+  Status   = mMp->DispatchProcedure (mMp, HoldProcedure, Ap, 0, NULL, &Live, NULL);
+  if (!EFI_ERROR (Status)) {
+    //
+    // Needs a third CPU: another free AP to dispatch to.
+    //
+    for (Other = 0; Other < mCpus && (Other == Bsp || Other == Ap); Other++) {
+    }
+
+    if (Other < mCpus) {
+      Token  = Live;
+      Status = mMp->DispatchProcedure (mMp, RecordProcedure, Other, 0, &mRecords[Other], &Token, NULL);
+      Check (Status == EFI_ALREADY_STARTED, TRUE, "Dispatch with a live token in *Token", Status);
+      if ((Status == EFI_SUCCESS) && (Token != Live)) {
+        mMp->WaitForProcedure (mMp, Token);
+      }
+    }
+
+    //
+    // [DIFF] A busy AP: mm-mp returns EFI_NOT_READY at once; EDK2 spins
+    // until the AP is free, which here would never happen (skipped there).
+    //
+    if (mMmMp != NULL) {
+      Status = mMp->DispatchProcedure (mMp, RecordProcedure, Ap, 0, &mRecords[Ap], NULL, NULL);
+      Check (Status == EFI_NOT_READY, TRUE, "Dispatch to a busy AP", Status);
+    } else {
+      mDiffChecks++;
+      mSkipped++;
+    }
+
+    mRelease = TRUE;
+    Status   = mMp->WaitForProcedure (mMp, Live);
+    Check (Status == EFI_SUCCESS, FALSE, "WaitForProcedure of the held AP", Status);
+  } else {
+    Check (FALSE, FALSE, "Dispatch of the hold procedure", Status);
+  }
+
+  //
+  // The startup procedure: registered now, checked at the next SMI.
+  //
+  for (Index = 0; Index < mCpus; Index++) {
+    mRecords[Index].StartupRuns = 0;
+  }
+
+  Status = mMp->SetStartupProcedure (mMp, StartupProcedure, NULL);
+  Check (Status == EFI_SUCCESS, FALSE, "SetStartupProcedure", Status);
+
+  FreePool (Statuses);
+  FreePool (Tokens);
+}
+
+STATIC
+VOID
+PrintSummary (
+  VOID
+  )
+{
+  MM_MP_STATISTICS  Stats;
+
+  DEBUG ((
+    DEBUG_INFO,
+    "MmMpSelfTest: %u passed, %u failed (%u [DIFF] checks: %u differ from mm-mp, %u skipped; %a)\n",
+    mPassed,
+    mFailed,
+    mDiffChecks,
+    mDiffers,
+    mSkipped,
+    (mMmMp != NULL) ? "mm-mp" : "stock EDK2"
+    ));
+  if ((mMmMp != NULL) && !EFI_ERROR (mMmMp->GetStatistics (mMmMp->Instance, &Stats))) {
+    DEBUG ((
+      DEBUG_INFO,
+      "MmMpSelfTest: mm-mp statistics: %lu SMIs, %lu spurious, %lu late CPUs, %lu IPIs, %lu timeouts, %lu lost APs, %lu dispatches, %lu broadcasts\n",
+      Stats.Smis,
+      Stats.SpuriousSmis,
+      Stats.LateCpus,
+      Stats.IpisSent,
+      Stats.Timeouts,
+      Stats.LostAps,
+      Stats.Dispatches,
+      Stats.Broadcasts
+      ));
+  }
+}
+
+/**
+  Root MMI handler: at its second call (so surely in an SMI after the
+  entry point's), check that the startup procedure ran on the BSP of this
+  SMI, deregister everything and print the summary.
+**/
+STATIC
+EFI_STATUS
+EFIAPI
+FinishHandler (
+  IN EFI_HANDLE  DispatchHandle,
+  IN CONST VOID  *Context OPTIONAL,
+  IN OUT VOID    *CommBuffer OPTIONAL,
+  IN OUT UINTN   *CommBufferSize OPTIONAL
+  )
+{
+  EFI_STATUS  Status;
+  UINTN       Bsp;
+  UINTN       Ran;
+  UINTN       Index;
+
+  //
+  // The MM core calls root handlers in the very SMI that dispatched this
+  // driver too. Of two invocations at least one is in a later SMI, whose
+  // entry ran the startup procedure on every CPU that came in.
+  //
+  mFinishCalls++;
+  if (mFinishCalls < 2) {
+    return EFI_WARN_INTERRUPT_SOURCE_QUIESCED;
+  }
+
+  Bsp = gMmst->CurrentlyExecutingCpu;
+  Ran = 0;
+  for (Index = 0; Index < mCpus; Index++) {
+    if (mRecords[Index].StartupRuns != 0) {
+      Ran++;
+    }
+  }
+
+  Check (Bsp < mCpus && mRecords[Bsp].StartupRuns != 0, FALSE, "startup procedure ran at a later SMI", EFI_NOT_STARTED);
+  DEBUG ((DEBUG_INFO, "MmMpSelfTest: startup procedure ran on %u of %u CPUs by a later SMI\n", Ran, mCpus));
+
+  Status = mMp->SetStartupProcedure (mMp, NULL, NULL);
+  Check (Status == EFI_SUCCESS, FALSE, "SetStartupProcedure (NULL, NULL)", Status);
+
+  gMmst->MmiHandlerUnRegister (mRootHandle);
+  PrintSummary ();
+  return EFI_WARN_INTERRUPT_SOURCE_QUIESCED;
+}
+
+EFI_STATUS
+EFIAPI
+MmMpSelfTestEntry (
+  IN EFI_HANDLE        ImageHandle,
+  IN EFI_SYSTEM_TABLE  *SystemTable
+  )
+{
+  EFI_STATUS  Status;
+
+  Status = gMmst->MmLocateProtocol (&gEfiMmMpProtocolGuid, NULL, (VOID **)&mMp);
+  if (EFI_ERROR (Status)) {
+    DEBUG ((DEBUG_ERROR, "MmMpSelfTest: no EFI_MM_MP_PROTOCOL: %r\n", Status));
+    return Status;
+  }
+
+  Status = gMmst->MmLocateProtocol (&gEfiSmmCpuServiceProtocolGuid, NULL, (VOID **)&mCpu);
+  if (EFI_ERROR (Status)) {
+    DEBUG ((DEBUG_ERROR, "MmMpSelfTest: no EFI_SMM_CPU_SERVICE_PROTOCOL: %r\n", Status));
+    return Status;
+  }
+
+  if (EFI_ERROR (gMmst->MmLocateProtocol ((EFI_GUID *)&mMmMpInstanceGuid, NULL, (VOID **)&mMmMp))) {
+    mMmMp = NULL;
+  }
+
+  mCpus    = gMmst->NumberOfCpus;
+  mRecords = AllocateZeroPool (sizeof (CPU_RECORD) * mCpus);
+  if (mRecords == NULL) {
+    return EFI_OUT_OF_RESOURCES;
+  }
+
+  DEBUG ((
+    DEBUG_INFO,
+    "MmMpSelfTest: %u CPUs, BSP %u, MM MP by %a\n",
+    mCpus,
+    gMmst->CurrentlyExecutingCpu,
+    (mMmMp != NULL) ? "mm-mp" : "stock EDK2"
+    ));
+
+  RunInSmiChecks ();
+
+  Status = gMmst->MmiHandlerRegister (FinishHandler, NULL, &mRootHandle);
+  if (EFI_ERROR (Status)) {
+    Check (FALSE, FALSE, "MmiHandlerRegister", Status);
+    mMp->SetStartupProcedure (mMp, NULL, NULL);
+    PrintSummary ();
+  }
+
+  return EFI_SUCCESS;
+}
