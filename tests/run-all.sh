@@ -27,5 +27,8 @@ RUSTFLAGS="--cfg loom" cargo test --release --target-dir target/loom --test loom
 echo "== firmware build: undefined symbols, relocations, no reachable panic"
 make -C firmware check
 
+echo "== edk2-shim: INF swap tool"
+python3 edk2-shim/tools/test_mmmp_edk2.py
+
 echo "== C example (4 pthreads CPUs)"
 make -C c-examples run
