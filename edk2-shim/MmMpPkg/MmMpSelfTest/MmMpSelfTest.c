@@ -448,16 +448,6 @@ RunInSmiChecks (
     Check (FALSE, FALSE, "Dispatch of the hold procedure", Status);
   }
 
-  //
-  // The startup procedure: registered now, checked at the next SMI.
-  //
-  for (Index = 0; Index < mCpus; Index++) {
-    mRecords[Index].StartupRuns = 0;
-  }
-
-  Status = mMp->SetStartupProcedure (mMp, StartupProcedure, NULL);
-  Check (Status == EFI_SUCCESS, FALSE, "SetStartupProcedure", Status);
-
   FreePool (Statuses);
   FreePool (Tokens);
 }
@@ -585,6 +575,12 @@ MmMpSelfTestEntry (
     ));
 
   RunInSmiChecks ();
+
+  //
+  // The startup procedure: registered now, checked at a later SMI.
+  //
+  Status = mMp->SetStartupProcedure (mMp, StartupProcedure, NULL);
+  Check (Status == EFI_SUCCESS, FALSE, "SetStartupProcedure", Status);
 
   Status = gMmst->MmiHandlerRegister (FinishHandler, NULL, &mRootHandle);
   if (EFI_ERROR (Status)) {
