@@ -209,6 +209,12 @@ pub struct Sim {
     pub hot_plug_ids: Box<[AtomicU64]>,
     /// RegisterExceptionHandler hook calls: (type, handler address).
     pub exception_handlers: Mutex<Vec<(ExceptionType, usize)>>,
+    /// Pause watchdog: when non-zero, more than this many `CpuPause` calls
+    /// since the last `Sim::reset_watchdog` abort the process (a test whose
+    /// expectation is wrong must not spin for ever inside a callback, where
+    /// a panic cannot unwind).
+    pub pause_limit: AtomicU64,
+    pauses: AtomicU64,
     sched: Mutex<Sched>,
 }
 
@@ -232,6 +238,11 @@ unsafe extern "efiapi" fn cb_ticks(ctx: *mut c_void) -> u64 {
 
 unsafe extern "efiapi" fn cb_pause(ctx: *mut c_void) {
     let sim = sim_of(ctx);
+    let limit = sim.pause_limit.load(Ordering::Relaxed);
+    if limit != 0 && sim.pauses.fetch_add(1, Ordering::Relaxed) >= limit {
+        eprintln!("pause watchdog: more than {limit} pauses in one call");
+        std::process::abort();
+    }
     if let Clock::Manual { per_pause } = sim.opts.clock {
         sim.ticks.fetch_add(per_pause, Ordering::SeqCst);
     }
@@ -525,6 +536,8 @@ impl Sim {
                 .map(|p| AtomicU64::new(p.processor_id))
                 .collect(),
             exception_handlers: Mutex::new(Vec::new()),
+            pause_limit: AtomicU64::new(0),
+            pauses: AtomicU64::new(0),
             sched: Mutex::new(Sched::default()),
         });
         if opts.hot_plug_array {
@@ -673,6 +686,11 @@ impl Sim {
         }
         self.sched.lock().unwrap().enabled = false;
         self.stepping.store(false, Ordering::SeqCst);
+    }
+
+    /// Start a new watchdog period (see `pause_limit`).
+    pub fn reset_watchdog(&self) {
+        self.pauses.store(0, Ordering::Relaxed);
     }
 
     /// Keep the pause hook from stepping `cpu` (or allow it again).
