@@ -1458,14 +1458,15 @@ fn run_smi(sim: &Sim, runner: &Arc<Mutex<Runner>>, mask: u8, rot: u8) {
         // Init-only first SMIs of hot-added CPUs: they return at once, so
         // they are played before the others (the handler may otherwise run
         // in the BSP's first step, before them).
-        let mut pre_init = pre_init;
+        let mut init_only = Vec::new();
         for &s in &arrivals {
             if m.needs_init[s] {
                 m.needs_init[s] = false;
-                pre_init.push(s);
+                init_only.push(s);
             }
         }
-        arrivals.retain(|s| !pre_init.contains(s));
+        arrivals.retain(|s| !init_only.contains(s));
+        let pre_init: Vec<usize> = pre_init.into_iter().chain(init_only).collect();
         // Expected after the init-only SMIs; the absent ones are reported
         // SMI-blocked so the traditional BSP does not wait for them.
         let expected: Vec<usize> = (0..n).filter(|&s| m.expected_cpu(s)).collect();
