@@ -113,27 +113,10 @@ impl SyncFix {
     }
 }
 
+/// A context of `cpus` CPUs; with `lock_after = Some(k)`, CPUs 0..k
+/// checked in and the door locked.
 fn sync_context(cpus: usize, lock_after: Option<usize>) -> (Vec<u8>, usize, usize) {
-    let mut size = 0usize;
-    // SAFETY: valid out-pointer.
-    assert_eq!(
-        unsafe { MmMpSyncGetRequiredSize(cpus, 64, &mut size) },
-        Status::SUCCESS
-    );
-    let mut mem = vec![0u8; size + 64];
-    let off = (64 - mem.as_ptr() as usize % 64) % 64;
-    let mut ctx = std::ptr::null_mut();
-    // SAFETY: `size` bytes at `off` inside `mem`, aligned.
-    let st = unsafe {
-        MmMpSyncContextInit(
-            mem.as_mut_ptr().add(off) as *mut c_void,
-            size,
-            cpus,
-            64,
-            &mut ctx,
-        )
-    };
-    assert_eq!(st, Status::SUCCESS);
+    let (mem, off, size, ctx) = new_sync_context(cpus);
     if let Some(k) = lock_after {
         for c in 0..k {
             // SAFETY: a context we just made.
@@ -277,6 +260,25 @@ fn startup(f: &Fix, p: bool, cpu: usize, blocking: bool) -> Option<Status> {
     })
 }
 
+/// INVALID_PARAMETER if every status of a bundled row is, else SUCCESS
+/// (which no such row expects).
+fn all_invalid(all: &[Status]) -> Option<Status> {
+    Some(if all.iter().all(|&s| s == Status::INVALID_PARAMETER) {
+        Status::INVALID_PARAMETER
+    } else {
+        Status::SUCCESS
+    })
+}
+
+/// A failing broadcast with a token variable holding `token` and a status
+/// array: neither may be written.
+fn broadcast_writes_nothing(f: &Fix, token: MmCompletion) -> Option<Status> {
+    let mut st = [Status(7); N];
+    let s = with_token(token, |t| broadcast(f, true, 0, t, st.as_mut_ptr()));
+    assert_eq!(st, [Status(7); N], "status array written");
+    s
+}
+
 /// A token variable that must not be written by a failing call: a fresh
 /// local holding `init`; returns the status, and INVALID_PARAMETER-like
 /// detection of a write is folded into the row by comparing afterwards.
@@ -337,12 +339,7 @@ fn rows() -> Vec<Row> {
         "§2",
         "Broadcast outside an SMI",
         Some(Status::NOT_READY),
-        |f| {
-            let mut st = [Status(7); N];
-            let s = broadcast(f, true, 0, std::ptr::null_mut(), st.as_mut_ptr());
-            assert_eq!(st, [Status(7); N], "status array written");
-            s
-        },
+        |f| broadcast_writes_nothing(f, T0),
     ));
     r.push(row(
         Outside,
@@ -396,50 +393,40 @@ fn rows() -> Vec<Row> {
             Some(unsafe { (mp.get_number_of_processors)(mp, std::ptr::null_mut()) })
         },
     ));
-    // §2.2 checks 1-7, in order, then the [DIFF] rows.
-    r.push(row(
-        A,
-        "§2.2 1",
-        "Dispatch CpuNumber = NumberOfCpus",
-        INV,
-        |f| with_token(T0, |t| dispatch(f, true, N, 0, t)),
-    ));
-    r.push(row(A, "§2.2 1", "Dispatch CpuNumber all ones", INV, |f| {
-        with_token(T0, |t| dispatch(f, true, ALL_ONES, 0, t))
-    }));
-    r.push(row(
-        A,
-        "§2.2 1",
-        "Dispatch CpuNumber huge, NULL procedure",
-        INV,
-        |f| dispatch(f, false, 1 << 40, 0, std::ptr::null_mut()),
-    ));
-    r.push(row(A, "§2.2 2", "Dispatch to the BSP", INV, |f| {
-        with_token(T0, |t| dispatch(f, true, 0, 0, t))
-    }));
-    r.push(row(A, "§2.2 3", "Dispatch to an empty slot", INV, |f| {
-        with_token(T0, |t| dispatch(f, true, EMPTY, 0, t))
-    }));
-    r.push(row(A, "§2.2 4", "Dispatch to an absent AP", INV, |f| {
-        with_token(T0, |t| dispatch(f, true, ABSENT, 0, t))
-    }));
-    r.push(row(
-        A,
-        "§2.2 5",
-        "Dispatch to an AP with a pending removal",
-        INV,
-        |f| with_token(T0, |t| dispatch(f, true, REMOVED, 0, t)),
-    ));
-    r.push(row(
-        A,
-        "§2.2 6",
-        "Dispatch with a timeout, no time source",
-        INV,
-        |f| with_token(T0, |t| dispatch(f, true, FREE, 1000, t)),
-    ));
-    r.push(row(A, "§2.2 7", "Dispatch NULL procedure", INV, |f| {
-        with_token(T0, |t| dispatch(f, false, FREE, 0, t))
-    }));
+    // §2.2 checks 1-7, in order (procedure, CPU, timeout), then the [DIFF] rows.
+    for (spec, what, p, cpu, timeout) in [
+        ("§2.2 1", "Dispatch CpuNumber = NumberOfCpus", true, N, 0),
+        ("§2.2 1", "Dispatch CpuNumber all ones", true, ALL_ONES, 0),
+        (
+            "§2.2 1",
+            "Dispatch CpuNumber huge, NULL procedure",
+            false,
+            1 << 40,
+            0,
+        ),
+        ("§2.2 2", "Dispatch to the BSP", true, 0, 0),
+        ("§2.2 3", "Dispatch to an empty slot", true, EMPTY, 0),
+        ("§2.2 4", "Dispatch to an absent AP", true, ABSENT, 0),
+        (
+            "§2.2 5",
+            "Dispatch to an AP with a pending removal",
+            true,
+            REMOVED,
+            0,
+        ),
+        (
+            "§2.2 6",
+            "Dispatch with a timeout, no time source",
+            true,
+            FREE,
+            1000,
+        ),
+        ("§2.2 7", "Dispatch NULL procedure", false, FREE, 0),
+    ] {
+        r.push(row(A, spec, what, INV, move |f| {
+            with_token(T0, |t| dispatch(f, p, cpu, timeout, t))
+        }));
+    }
     r.push(row(
         A,
         "§2.2 [DIFF]",
@@ -502,54 +489,36 @@ fn rows() -> Vec<Row> {
             with_token(live, |t| broadcast(f, true, 0, t, std::ptr::null_mut()))
         },
     ));
-    r.push(row(
-        A,
-        "§2.3 5",
-        "Broadcast, an AP of the set has a pending removal",
-        INV,
-        |f| {
-            let mut st = [Status(7); N];
-            let s = with_token(T0, |t| broadcast(f, true, 0, t, st.as_mut_ptr()));
-            assert_eq!(st, [Status(7); N], "status array written");
-            s
-        },
-    ));
-    r.push(row(
-        B,
-        "§2.3 6",
-        "Broadcast, an AP of the set is busy",
-        Some(Status::NOT_READY),
-        |f| {
-            let mut st = [Status(7); N];
-            let s = with_token(T0, |t| broadcast(f, true, 0, t, st.as_mut_ptr()));
-            assert_eq!(st, [Status(7); N], "status array written");
-            s
-        },
-    ));
-    r.push(row(
-        D,
-        "§2.3 7",
-        "Broadcast, no AP present",
-        Some(Status::NOT_STARTED),
-        |f| {
-            let mut st = [Status(7); N];
-            let s = with_token(T0, |t| broadcast(f, true, 0, t, st.as_mut_ptr()));
-            assert_eq!(st, [Status(7); N], "status array written");
-            s
-        },
-    ));
-    r.push(row(
-        C,
-        "§2.3 8",
-        "Broadcast, no token free",
-        Some(Status::OUT_OF_RESOURCES),
-        |f| {
-            let mut st = [Status(7); N];
-            let s = with_token(T0, |t| broadcast(f, true, 0, t, st.as_mut_ptr()));
-            assert_eq!(st, [Status(7); N], "status array written");
-            s
-        },
-    ));
+    for (ctx, spec, what, want) in [
+        (
+            A,
+            "§2.3 5",
+            "Broadcast, an AP of the set has a pending removal",
+            INV,
+        ),
+        (
+            B,
+            "§2.3 6",
+            "Broadcast, an AP of the set is busy",
+            Some(Status::NOT_READY),
+        ),
+        (
+            D,
+            "§2.3 7",
+            "Broadcast, no AP present",
+            Some(Status::NOT_STARTED),
+        ),
+        (
+            C,
+            "§2.3 8",
+            "Broadcast, no token free",
+            Some(Status::OUT_OF_RESOURCES),
+        ),
+    ] {
+        r.push(row(ctx, spec, what, want, |f| {
+            broadcast_writes_nothing(f, T0)
+        }));
+    }
     // §2.4
     r.push(row(
         Outside,
@@ -639,79 +608,76 @@ fn rows() -> Vec<Row> {
         },
     ));
     // §4
-    r.push(row(
-        A,
-        "§4 (§2.2 1)",
-        "MmStartupThisAp CpuIndex = NumberOfCpus",
-        INV,
-        |f| startup(f, true, N, false),
-    ));
-    r.push(row(
-        A,
-        "§4 (§2.2 1)",
-        "MmStartupThisAp CpuIndex all ones",
-        INV,
-        |f| startup(f, true, ALL_ONES, false),
-    ));
-    r.push(row(
-        A,
-        "§4 (§2.2 1)",
-        "BlockingStartupThisAp CpuIndex all ones",
-        INV,
-        |f| startup(f, true, ALL_ONES, true),
-    ));
-    r.push(row(
-        A,
-        "§4 (§2.2 2)",
-        "MmStartupThisAp to the BSP",
-        INV,
-        |f| startup(f, true, 0, false),
-    ));
-    r.push(row(
-        A,
-        "§4 (§2.2 3)",
-        "MmStartupThisAp to an empty slot",
-        INV,
-        |f| startup(f, true, EMPTY, false),
-    ));
-    r.push(row(
-        A,
-        "§4 (§2.2 4)",
-        "MmStartupThisAp to an absent AP",
-        INV,
-        |f| startup(f, true, ABSENT, false),
-    ));
-    r.push(row(
-        A,
-        "§4 (§2.2 5)",
-        "MmStartupThisAp to an AP with a pending removal",
-        INV,
-        |f| startup(f, true, REMOVED, false),
-    ));
-    r.push(row(
-        A,
-        "§4 (§2.2 7)",
-        "MmStartupThisAp NULL procedure",
-        INV,
-        |f| startup(f, false, FREE, false),
-    ));
-    r.push(row(
-        A,
-        "§4 (§2.2 7)",
-        "BlockingStartupThisAp NULL procedure",
-        INV,
-        |f| startup(f, false, FREE, true),
-    ));
+    // §4: the checks of §2.2 (1-5, 7) for both MmStartupThisAp exports.
+    for (spec, what, p, cpu, blocking) in [
+        (
+            "§4 (§2.2 1)",
+            "MmStartupThisAp CpuIndex = NumberOfCpus",
+            true,
+            N,
+            false,
+        ),
+        (
+            "§4 (§2.2 1)",
+            "MmStartupThisAp CpuIndex all ones",
+            true,
+            ALL_ONES,
+            false,
+        ),
+        (
+            "§4 (§2.2 1)",
+            "BlockingStartupThisAp CpuIndex all ones",
+            true,
+            ALL_ONES,
+            true,
+        ),
+        ("§4 (§2.2 2)", "MmStartupThisAp to the BSP", true, 0, false),
+        (
+            "§4 (§2.2 3)",
+            "MmStartupThisAp to an empty slot",
+            true,
+            EMPTY,
+            false,
+        ),
+        (
+            "§4 (§2.2 4)",
+            "MmStartupThisAp to an absent AP",
+            true,
+            ABSENT,
+            false,
+        ),
+        (
+            "§4 (§2.2 5)",
+            "MmStartupThisAp to an AP with a pending removal",
+            true,
+            REMOVED,
+            false,
+        ),
+        (
+            "§4 (§2.2 7)",
+            "MmStartupThisAp NULL procedure",
+            false,
+            FREE,
+            false,
+        ),
+        (
+            "§4 (§2.2 7)",
+            "BlockingStartupThisAp NULL procedure",
+            false,
+            FREE,
+            true,
+        ),
+    ] {
+        r.push(row(A, spec, what, INV, move |f| {
+            startup(f, p, cpu, blocking)
+        }));
+    }
     // §5.2
     let info = |f: &Fix, n: usize, null: bool| {
         let cs = f.sim.cs();
         let mut i = ProcessorInformation::EMPTY;
         i.processor_id = 0x5a5a;
-        let out = if null {
-            std::ptr::null_mut()
-        } else {
-            &mut i as *mut ProcessorInformation
-        };
+        let out = out_or_null(null, &mut i);
         // SAFETY: our protocol; `out` NULL or a local.
         let st = unsafe { (cs.get_processor_info)(cs, n, out) };
         assert_eq!(i.processor_id, 0x5a5a, "buffer written on error");
@@ -752,56 +718,32 @@ fn rows() -> Vec<Row> {
         Some(Status::NOT_FOUND),
         move |f| info(f, REMOVED, false),
     ));
-    r.push(row(
-        Outside,
-        "§5.2 SwitchBsp",
-        "number = NumberOfCpus",
-        INV,
-        |f| Some(f.sim.switch_bsp(N)),
-    ));
-    r.push(row(
-        Outside,
-        "§5.2 SwitchBsp",
-        "number all ones",
-        INV,
-        |f| Some(f.sim.switch_bsp(usize::MAX)),
-    ));
-    r.push(row(
-        Outside,
-        "§5.2 SwitchBsp",
-        "empty slot",
-        Some(Status::NOT_FOUND),
-        |f| Some(f.sim.switch_bsp(EMPTY)),
-    ));
-    r.push(row(
-        A,
-        "§5.2 SwitchBsp",
-        "the current BSP",
-        Some(Status::UNSUPPORTED),
-        |f| Some(f.sim.switch_bsp(0)),
-    ));
-    r.push(row(
-        B,
-        "§5.2 SwitchBsp",
-        "a slot with a pending operation (Add)",
-        Some(Status::UNSUPPORTED),
-        |f| Some(f.sim.switch_bsp(REMOVED)),
-    ));
-    r.push(row(
-        A,
-        "§5.2 SwitchBsp",
-        "a slot removed in this SMI (empty)",
-        Some(Status::NOT_FOUND),
-        |f| Some(f.sim.switch_bsp(REMOVED)),
-    ));
+    for (ctx, what, want, n) in [
+        (Outside, "number = NumberOfCpus", INV, N),
+        (Outside, "number all ones", INV, usize::MAX),
+        (Outside, "empty slot", Some(Status::NOT_FOUND), EMPTY),
+        (A, "the current BSP", Some(Status::UNSUPPORTED), 0),
+        (
+            B,
+            "a slot with a pending operation (Add)",
+            Some(Status::UNSUPPORTED),
+            REMOVED,
+        ),
+        (
+            A,
+            "a slot removed in this SMI (empty)",
+            Some(Status::NOT_FOUND),
+            REMOVED,
+        ),
+    ] {
+        r.push(row(ctx, "§5.2 SwitchBsp", what, want, move |f| {
+            Some(f.sim.switch_bsp(n))
+        }));
+    }
     let add = |f: &Fix, id: u64, null: bool| {
         let cs = f.sim.cs();
         let mut n = NONE;
-        let out = if null {
-            std::ptr::null_mut()
-        } else {
-            &mut n as *mut usize
-        };
+        let out = out_or_null(null, &mut n);
         // SAFETY: our protocol; `out` NULL or a local.
         let st = unsafe { (cs.add_processor)(cs, id, out) };
         assert_eq!(n, NONE, "ProcessorNumber written on error");
@@ -868,48 +810,23 @@ fn rows() -> Vec<Row> {
         Some(Status::UNSUPPORTED),
         |f| Some(f.bare.remove_processor(1)),
     ));
-    r.push(row(
-        Outside,
-        "§5.2 RemoveProcessor",
-        "number = NumberOfCpus",
-        INV,
-        |f| Some(f.sim.remove_processor(N)),
-    ));
-    r.push(row(
-        Outside,
-        "§5.2 RemoveProcessor",
-        "number all ones",
-        INV,
-        |f| Some(f.sim.remove_processor(usize::MAX)),
-    ));
-    r.push(row(
-        Outside,
-        "§5.2 RemoveProcessor",
-        "empty slot",
-        INV,
-        |f| Some(f.sim.remove_processor(EMPTY)),
-    ));
-    r.push(row(
-        A,
-        "§5.2 RemoveProcessor",
-        "the current BSP",
-        Some(Status::UNSUPPORTED),
-        |f| Some(f.sim.remove_processor(0)),
-    ));
-    r.push(row(
-        A,
-        "§5.2 RemoveProcessor",
-        "slot already removed (empty)",
-        INV,
-        |f| Some(f.sim.remove_processor(REMOVED)),
-    ));
-    r.push(row(
-        B,
-        "§5.2 RemoveProcessor",
-        "a slot with a pending operation (Add)",
-        Some(Status::UNSUPPORTED),
-        |f| Some(f.sim.remove_processor(REMOVED)),
-    ));
+    for (ctx, what, want, n) in [
+        (Outside, "number = NumberOfCpus", INV, N),
+        (Outside, "number all ones", INV, usize::MAX),
+        (Outside, "empty slot", INV, EMPTY),
+        (A, "the current BSP", Some(Status::UNSUPPORTED), 0),
+        (A, "slot already removed (empty)", INV, REMOVED),
+        (
+            B,
+            "a slot with a pending operation (Add)",
+            Some(Status::UNSUPPORTED),
+            REMOVED,
+        ),
+    ] {
+        r.push(row(ctx, "§5.2 RemoveProcessor", what, want, move |f| {
+            Some(f.sim.remove_processor(n))
+        }));
+    }
     r.push(row(
         B,
         "§5.2 AddProcessor",
@@ -990,11 +907,7 @@ fn rows() -> Vec<Row> {
                     (mp.wait_for_procedure)(null, 1 as MmCompletion),
                 ]
             };
-            Some(if all.iter().all(|&s| s == Status::INVALID_PARAMETER) {
-                Status::INVALID_PARAMETER
-            } else {
-                Status::SUCCESS
-            })
+            all_invalid(&all)
         },
     ));
     r.push(row(
@@ -1018,11 +931,7 @@ fn rows() -> Vec<Row> {
                     (cs.register_exception_handler)(std::ptr::null_mut(), 14, Some(handler)),
                 ]
             };
-            Some(if all.iter().all(|&s| s == Status::INVALID_PARAMETER) {
-                Status::INVALID_PARAMETER
-            } else {
-                Status::SUCCESS
-            })
+            all_invalid(&all)
         },
     ));
     r.push(row(
@@ -1056,11 +965,7 @@ fn rows() -> Vec<Row> {
                     MmMpGetStatistics(f.sim.inst, std::ptr::null_mut()),
                 ]
             };
-            Some(if all.iter().all(|&s| s == Status::INVALID_PARAMETER) {
-                Status::INVALID_PARAMETER
-            } else {
-                Status::SUCCESS
-            })
+            all_invalid(&all)
         },
     ));
     r.push(row(
@@ -1341,99 +1246,57 @@ fn rows() -> Vec<Row> {
     ));
     // §11 MmMpGetRequiredSize / MmMpInitialize.
     type Tweak = fn(&mut MmMpConfig, &mut MmMpPlatform);
-    let cases: Vec<(&'static str, Tweak, Status)> = vec![
-        (
-            "config Revision 0",
-            |c, _| c.revision = 0,
-            Status::INVALID_PARAMETER,
-        ),
-        (
-            "config Revision 2",
-            |c, _| c.revision = 2,
-            Status::INVALID_PARAMETER,
-        ),
-        (
-            "NumberOfCpus 0",
-            |c, _| c.number_of_cpus = 0,
-            Status::INVALID_PARAMETER,
-        ),
-        (
-            "MaxTokens 0",
-            |c, _| c.max_tokens = 0,
-            Status::INVALID_PARAMETER,
-        ),
-        (
-            "MaxTokens above the handle encoding",
-            |c, _| c.max_tokens = u32::MAX,
-            Status::INVALID_PARAMETER,
-        ),
-        (
-            "CacheLineSize 48",
-            |c, _| c.cache_line_size = 48,
-            Status::INVALID_PARAMETER,
-        ),
-        (
-            "CacheLineSize 8",
-            |c, _| c.cache_line_size = 8,
-            Status::INVALID_PARAMETER,
-        ),
-        (
-            "SyncMode 2",
-            |c, _| c.sync_mode = 2,
-            Status::INVALID_PARAMETER,
-        ),
-        (
-            "SyncMode all ones",
-            |c, _| c.sync_mode = u32::MAX,
-            Status::INVALID_PARAMETER,
-        ),
-        (
-            "BspIndex = NumberOfCpus without election",
-            |c, _| {
-                c.bsp_election = Boolean::FALSE;
-                c.bsp_index = c.number_of_cpus;
-            },
-            Status::INVALID_PARAMETER,
-        ),
-        (
-            "NULL ProcessorInfo",
-            |c, _| c.processor_info = std::ptr::null(),
-            Status::INVALID_PARAMETER,
-        ),
-        (
-            "size arithmetic overflows",
-            |c, _| {
-                c.number_of_cpus = u32::MAX;
-                c.cache_line_size = 1 << 31;
-            },
-            Status::OUT_OF_RESOURCES,
-        ),
-        (
-            "platform Revision 0",
-            |_, p| p.revision = 0,
-            Status::INVALID_PARAMETER,
-        ),
+    fn fixed_bsp_empty(c: &mut MmMpConfig, _: &mut MmMpPlatform) {
+        c.bsp_election = Boolean::FALSE;
+        c.bsp_index = 1;
+        // SAFETY: `init_case` keeps the table alive for the call; the cast
+        // only drops the const of its own Vec's pointer.
+        unsafe {
+            (c.processor_info as *mut ProcessorInformation)
+                .add(1)
+                .write(ProcessorInformation::EMPTY)
+        };
+    }
+    let invalid: Vec<(&'static str, Tweak)> = vec![
+        ("config Revision 0", |c, _| c.revision = 0),
+        ("config Revision 2", |c, _| c.revision = 2),
+        ("NumberOfCpus 0", |c, _| c.number_of_cpus = 0),
+        ("MaxTokens 0", |c, _| c.max_tokens = 0),
+        ("MaxTokens above the handle encoding", |c, _| {
+            c.max_tokens = u32::MAX
+        }),
+        ("CacheLineSize 48", |c, _| c.cache_line_size = 48),
+        ("CacheLineSize 8", |c, _| c.cache_line_size = 8),
+        ("SyncMode 2", |c, _| c.sync_mode = 2),
+        ("SyncMode all ones", |c, _| c.sync_mode = u32::MAX),
+        ("BspIndex = NumberOfCpus without election", |c, _| {
+            c.bsp_election = Boolean::FALSE;
+            c.bsp_index = c.number_of_cpus;
+        }),
+        ("NULL ProcessorInfo", |c, _| {
+            c.processor_info = std::ptr::null()
+        }),
+        ("platform Revision 0", |_, p| p.revision = 0),
         (
             "fixed BspIndex names an empty slot (decision)",
-            |c, _| {
-                c.bsp_election = Boolean::FALSE;
-                c.bsp_index = 1;
-                // SAFETY: `init_case` keeps the table alive for the call;
-                // the cast only drops the const of its own Vec's pointer.
-                unsafe {
-                    (c.processor_info as *mut ProcessorInformation)
-                        .add(1)
-                        .write(ProcessorInformation::EMPTY)
-                };
-            },
-            Status::INVALID_PARAMETER,
+            fixed_bsp_empty,
         ),
-        (
-            "missing MmFoundationEntry",
-            |_, p| p.mm_foundation_entry = None,
-            Status::INVALID_PARAMETER,
-        ),
+        ("missing MmFoundationEntry", |_, p| {
+            p.mm_foundation_entry = None
+        }),
     ];
+    let mut cases: Vec<(&'static str, Tweak, Status)> = invalid
+        .into_iter()
+        .map(|(what, tweak)| (what, tweak, Status::INVALID_PARAMETER))
+        .collect();
+    cases.push((
+        "size arithmetic overflows",
+        |c, _| {
+            c.number_of_cpus = u32::MAX;
+            c.cache_line_size = 1 << 31;
+        },
+        Status::OUT_OF_RESOURCES,
+    ));
     for (what, tweak, want) in cases {
         r.push(row(Raw, "§11 Initialize", what, Some(want), move |_| {
             init_case(tweak, 0, 0, false)

@@ -38,6 +38,13 @@ fn machine(opts: Options) -> Box<Sim> {
     sim
 }
 
+/// Four CPUs on a manual clock (`per_pause` ticks per pause), 1 ms timeouts.
+fn clocked(per_pause: u64) -> Options {
+    Options::new(4)
+        .clock(Clock::Manual { per_pause })
+        .timeout_us(1_000)
+}
+
 fn stats(sim: &Sim) -> MmMpStatistics {
     let mut s = MmMpStatistics::default();
     // SAFETY: valid instance and out-pointer.
@@ -113,12 +120,7 @@ fn nonblocking_broadcasts(sim: &Sim, rec: &Arc<Record>) -> Arc<Mutex<Vec<Box<[St
 #[test]
 fn ap_never_arrives() {
     for relaxed in MODES {
-        let sim = machine(
-            Options::new(4)
-                .relaxed(relaxed)
-                .clock(Clock::Manual { per_pause: TICK })
-                .timeout_us(1_000),
-        );
+        let sim = machine(clocked(TICK).relaxed(relaxed));
         let rec: Arc<Record> = Arc::from(Record::new(4));
         let checks = Checks::new();
         let (r, c) = (rec.clone(), checks.clone());
@@ -239,11 +241,7 @@ fn bsp_never_arrives() {
 /// SMI the candidate takes part in makes it the BSP.
 #[test]
 fn switch_bsp_candidate_never_arrives() {
-    let sim = machine(
-        Options::new(4)
-            .clock(Clock::Manual { per_pause: TICK })
-            .timeout_us(1_000),
-    );
+    let sim = machine(clocked(TICK));
     let bsps = Arc::new(Mutex::new(Vec::new()));
     let b = bsps.clone();
     sim.set_handler(move |sim, bsp| {
@@ -452,10 +450,7 @@ fn late_ap_at_every_point() {
         for k in 0..60 {
             // Relaxed: fixed BSP 0, stepped after the APs of its round (it
             // does not wait for arrivals, and cannot pump here).
-            let opts = Options::new(4)
-                .relaxed(relaxed)
-                .clock(Clock::Manual { per_pause: TICK })
-                .timeout_us(1_000);
+            let opts = clocked(TICK).relaxed(relaxed);
             let sim = machine(if relaxed { opts.fixed_bsp(0) } else { opts });
             let rec: Arc<Record> = Arc::from(Record::new(4));
             let arrays = nonblocking_broadcasts(&sim, &rec);
@@ -538,13 +533,7 @@ fn late_ap_at_every_point() {
 #[test]
 fn cpu_removed_while_broadcast_pending() {
     for relaxed in MODES {
-        let sim = machine(
-            Options::new(4)
-                .relaxed(relaxed)
-                .hot_plug(true)
-                .clock(Clock::Manual { per_pause: TICK })
-                .timeout_us(1_000),
-        );
+        let sim = machine(clocked(TICK).relaxed(relaxed).hot_plug(true));
         let rec: Arc<Record> = Arc::from(Record::new(4));
         let checks = Checks::new();
         let status: Arc<Mutex<[Status; 4]>> = Arc::new(Mutex::new([Status(0x77); 4]));
@@ -649,11 +638,7 @@ fn cpu_removed_while_broadcast_pending() {
 /// deadlines and for the arrival timeouts.
 #[test]
 fn time_wraps() {
-    let sim = machine(
-        Options::new(4)
-            .clock(Clock::Manual { per_pause: 0 })
-            .timeout_us(1_000),
-    );
+    let sim = machine(clocked(0));
     let rec: Arc<Record> = Arc::from(Record::new(4));
     let checks = Checks::new();
     let (r, c) = (rec.clone(), checks.clone());
@@ -688,11 +673,7 @@ fn time_wraps() {
     assert_balanced(&sim);
     // Arrival across the wrap: CPU 3 missing, the clock wraps during the
     // BSP's wait; it waits the two timeouts (2 ms) and no more.
-    let sim = machine(
-        Options::new(4)
-            .clock(Clock::Manual { per_pause: TICK })
-            .timeout_us(1_000),
-    );
+    let sim = machine(clocked(TICK));
     sim.ticks.store(u64::MAX - 500_000, Ordering::SeqCst);
     let before = sim.ticks.load(Ordering::SeqCst);
     sim.smi_stepped(&[0, 1, 2]);
@@ -709,15 +690,11 @@ fn time_wraps() {
 /// A time source that jumps backwards (it breaks the "monotonic" contract
 /// of SPEC §11): elapsed time is then huge, so every wait in progress ends
 /// at once — early, never late, never a hang. A non-blocking call reports
-/// EFI_TIMEOUT and is not run; a blocking one returns EFI_TIMEOUT; the
-/// arrival wait ends; the next SMI with a sane clock is normal.
+/// EFI_TIMEOUT and is not run; the arrival wait ends; the next SMI with a
+/// sane clock is normal.
 #[test]
 fn time_jumps_backwards() {
-    let sim = machine(
-        Options::new(4)
-            .clock(Clock::Manual { per_pause: 0 })
-            .timeout_us(1_000),
-    );
+    let sim = machine(clocked(0));
     let rec: Arc<Record> = Arc::from(Record::new(4));
     let checks = Checks::new();
     let (r, c) = (rec.clone(), checks.clone());
@@ -749,11 +726,7 @@ fn time_jumps_backwards() {
     checks.assert_ok(5);
     assert_balanced(&sim);
     // Backwards during the arrival wait (CPU 3 missing): the wait ends.
-    let sim = machine(
-        Options::new(4)
-            .clock(Clock::Manual { per_pause: 0 })
-            .timeout_us(1_000),
-    );
+    let sim = machine(clocked(0));
     sim.ticks.store(1 << 40, Ordering::SeqCst);
     sim.smi_stepped(&[]);
     assert!(!sim.step(0), "BSP waits for the missing AP");
@@ -788,28 +761,7 @@ fn time_jumps_backwards() {
 #[test]
 fn sync_semaphores_at_their_limits() {
     let cpus = 4;
-    let mut size = 0usize;
-    // SAFETY: valid out-pointer.
-    assert_eq!(
-        unsafe { MmMpSyncGetRequiredSize(cpus, 64, &mut size) },
-        Status::SUCCESS
-    );
-    let mut mem = vec![0u8; size + 64];
-    let off = (64 - mem.as_ptr() as usize % 64) % 64;
-    let mut ctx = std::ptr::null_mut();
-    // SAFETY: `size` bytes at `off` in `mem`, aligned.
-    assert_eq!(
-        unsafe {
-            MmMpSyncContextInit(
-                mem.as_mut_ptr().add(off) as *mut c_void,
-                size,
-                cpus,
-                64,
-                &mut ctx,
-            )
-        },
-        Status::SUCCESS
-    );
+    let (mut mem, off, size, ctx) = new_sync_context(cpus);
     // Find a counter's 32-bit word: the one a single operation changes.
     let words = |mem: &Vec<u8>| -> Vec<u32> {
         mem[off..off + size]
@@ -891,12 +843,7 @@ fn sync_semaphores_at_their_limits() {
 #[test]
 fn arrival_counter_at_its_limit() {
     for relaxed in MODES {
-        let sim = machine(
-            Options::new(4)
-                .relaxed(relaxed)
-                .clock(Clock::Manual { per_pause: TICK })
-                .timeout_us(1_000),
-        );
+        let sim = machine(clocked(TICK).relaxed(relaxed));
         sim.instance().arrival().set(SEMAPHORE_LOCKED - 1);
         sim.smi_stepped(&[0, 1, 2, 3]);
         assert_eq!(sim.foundation_calls.load(Ordering::SeqCst), 0);

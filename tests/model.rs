@@ -357,6 +357,17 @@ struct MCall {
     abandoned: bool,
 }
 
+impl MCall {
+    fn new(token: Option<u64>, target: Target, legacy: bool) -> Self {
+        MCall {
+            token,
+            target,
+            legacy,
+            abandoned: false,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct MStats {
     smis: u64,
@@ -444,6 +455,25 @@ impl Model {
             || self.pending[cpu] == OP_REMOVE
         {
             return Err(Status::INVALID_PARAMETER);
+        }
+        Ok(())
+    }
+
+    /// SPEC §2.2 checks 6–7 and the live-token check (§2.3 1–3 alike).
+    fn check_call(
+        &self,
+        timeout: u16,
+        null_proc: bool,
+        token_var: Option<usize>,
+    ) -> Result<(), Status> {
+        if timeout != 0 && !self.time {
+            return Err(Status::INVALID_PARAMETER);
+        }
+        if null_proc {
+            return Err(Status::INVALID_PARAMETER);
+        }
+        if self.token_running(token_var) {
+            return Err(Status::ALREADY_STARTED);
         }
         Ok(())
     }
@@ -820,12 +850,7 @@ impl Runner {
                         // A busy AP is waited for (SPEC §4): its call ends first.
                         m.complete(cpu);
                         m.stats.dispatches += 1;
-                        m.busy[cpu] = Some(MCall {
-                            token: None,
-                            target: Target::None,
-                            legacy: true,
-                            abandoned: false,
-                        });
+                        m.busy[cpu] = Some(MCall::new(None, Target::None, true));
                         if blocking {
                             m.complete(cpu);
                         }
@@ -853,11 +878,7 @@ impl Runner {
             Op::NumProcs { null_out } => {
                 let mp = sim.mp();
                 let mut n = 0x5a5ausize;
-                let out = if *null_out {
-                    std::ptr::null_mut()
-                } else {
-                    &mut n as *mut usize
-                };
+                let out = out_or_null(*null_out, &mut n);
                 // SAFETY: our protocol; `out` is NULL or a local.
                 let got = unsafe { (mp.get_number_of_processors)(mp, out) };
                 let (want, wn) = if *null_out {
@@ -875,11 +896,7 @@ impl Runner {
                 let cs = sim.cs();
                 let mut info = ProcessorInformation::EMPTY;
                 info.processor_id = 0x5a5a;
-                let out = if *null_out {
-                    std::ptr::null_mut()
-                } else {
-                    &mut info as *mut ProcessorInformation
-                };
+                let out = out_or_null(*null_out, &mut info);
                 // SAFETY: our protocol; `out` is NULL or a local.
                 let got = unsafe { (cs.get_processor_info)(cs, cpu, out) };
                 let m = &self.model;
@@ -919,11 +936,7 @@ impl Runner {
                 let a = apic_of(*a);
                 let cs = sim.cs();
                 let mut slot = NONE;
-                let out = if *null_out {
-                    std::ptr::null_mut()
-                } else {
-                    &mut slot as *mut usize
-                };
+                let out = out_or_null(*null_out, &mut slot);
                 // SAFETY: our protocol; `out` is NULL or a local.
                 let got = unsafe { (cs.add_processor)(cs, a, out) };
                 let m = &mut self.model;
@@ -983,11 +996,7 @@ impl Runner {
             Op::WhoAmI { null_out } => {
                 let cs = sim.cs();
                 let mut slot = NONE;
-                let out = if *null_out {
-                    std::ptr::null_mut()
-                } else {
-                    &mut slot as *mut usize
-                };
+                let out = out_or_null(*null_out, &mut slot);
                 // SAFETY: our protocol; `out` is NULL or a local.
                 let got = unsafe { (cs.who_am_i)(cs, out) };
                 let m = &self.model;
@@ -1077,15 +1086,7 @@ impl Runner {
         let want = (|| {
             m.bsp_call()?;
             m.check_target(cpu)?;
-            if timeout != 0 && !m.time {
-                return Err(Status::INVALID_PARAMETER);
-            }
-            if null_proc {
-                return Err(Status::INVALID_PARAMETER);
-            }
-            if m.token_running(tv) {
-                return Err(Status::ALREADY_STARTED);
-            }
+            m.check_call(timeout, null_proc, tv)?;
             if m.busy[cpu].is_some() {
                 return Err(Status::NOT_READY);
             }
@@ -1097,27 +1098,14 @@ impl Runner {
                 None => None,
             };
             m.write(target, Status::NOT_READY);
-            m.busy[cpu] = Some(MCall {
-                token: id,
-                target,
-                legacy: false,
-                abandoned: false,
-            });
+            m.busy[cpu] = Some(MCall::new(id, target, false));
             m.stats.dispatches += 1;
             if id.is_none() {
                 m.complete(cpu);
             }
             Ok(id)
         })();
-        match want {
-            Err(e) => self.expect("DispatchProcedure", got, e),
-            Ok(id) => {
-                self.expect("DispatchProcedure", got, Status::SUCCESS);
-                if let (Some(id), Some(k)) = (id, tv) {
-                    self.new_handle(id, k);
-                }
-            }
-        }
+        self.settle("DispatchProcedure", got, want, tv);
     }
 
     fn broadcast(
@@ -1156,15 +1144,7 @@ impl Runner {
         let tv = token.map(|k| k as usize);
         let want = (|| {
             m.bsp_call()?;
-            if timeout != 0 && !m.time {
-                return Err(Status::INVALID_PARAMETER);
-            }
-            if null_proc {
-                return Err(Status::INVALID_PARAMETER);
-            }
-            if m.token_running(tv) {
-                return Err(Status::ALREADY_STARTED);
-            }
+            m.check_call(timeout, null_proc, tv)?;
             if members.iter().any(|&i| m.pending[i] == OP_REMOVE) {
                 return Err(Status::INVALID_PARAMETER);
             }
@@ -1193,12 +1173,7 @@ impl Runner {
             }
             for &i in &members {
                 let target = status.map_or(Target::None, |a| Target::Array(a as usize, i));
-                m.busy[i] = Some(MCall {
-                    token: id,
-                    target,
-                    legacy: false,
-                    abandoned: false,
-                });
+                m.busy[i] = Some(MCall::new(id, target, false));
             }
             m.stats.broadcasts += 1;
             if id.is_none() {
@@ -1206,10 +1181,22 @@ impl Runner {
             }
             Ok(id)
         })();
+        self.settle("BroadcastProcedure", got, want, tv);
+    }
+
+    /// Compare a Dispatch/Broadcast status; on success with a token, take
+    /// the handle the library wrote.
+    fn settle(
+        &mut self,
+        what: &str,
+        got: Status,
+        want: Result<Option<u64>, Status>,
+        tv: Option<usize>,
+    ) {
         match want {
-            Err(e) => self.expect("BroadcastProcedure", got, e),
+            Err(e) => self.expect(what, got, e),
             Ok(id) => {
-                self.expect("BroadcastProcedure", got, Status::SUCCESS);
+                self.expect(what, got, Status::SUCCESS);
                 if let (Some(id), Some(k)) = (id, tv) {
                     self.new_handle(id, k);
                 }
@@ -1242,24 +1229,14 @@ impl Runner {
                 diffs.push(format!("{what}: library {a}, model {b}"));
             }
         };
-        eq(
-            &mut diffs,
-            "procedure runs",
-            format!("{:?}", Counters::read(&self.ctr.runs)),
-            format!("{:?}", m.runs),
-        );
-        eq(
-            &mut diffs,
-            "legacy runs",
-            format!("{:?}", Counters::read(&self.ctr.legacy)),
-            format!("{:?}", m.legacy),
-        );
-        eq(
-            &mut diffs,
-            "startup runs",
-            format!("{:?}", Counters::read(&self.ctr.startup)),
-            format!("{:?}", m.startup),
-        );
+        let ctr = &self.ctr;
+        for (what, lib, model) in [
+            ("procedure runs", Counters::read(&ctr.runs), &m.runs),
+            ("legacy runs", Counters::read(&ctr.legacy), &m.legacy),
+            ("startup runs", Counters::read(&ctr.startup), &m.startup),
+        ] {
+            eq(&mut diffs, what, format!("{lib:?}"), format!("{model:?}"));
+        }
         eq(
             &mut diffs,
             "CPUStatus words",

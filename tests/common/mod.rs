@@ -961,6 +961,15 @@ pub fn p1(f: unsafe extern "efiapi" fn(*mut c_void)) -> ApProcedure {
 
 pub const NULL_TOKEN: MmCompletion = std::ptr::null_mut();
 
+/// An out-pointer argument: NULL when `null`, else `v`.
+pub fn out_or_null<T>(null: bool, v: &mut T) -> *mut T {
+    if null {
+        std::ptr::null_mut()
+    } else {
+        v
+    }
+}
+
 /// Collects expectation failures inside callbacks (a panic there would
 /// abort the process: callbacks are `extern "efiapi"`, which cannot unwind).
 #[derive(Default)]
@@ -992,6 +1001,35 @@ impl Checks {
         let n = self.count.load(Ordering::SeqCst);
         assert!(n >= min, "only {n} checks ran, expected at least {min}");
     }
+}
+
+// -- SmmCpuSyncLib contexts (SPEC §7) in test memory ------------------------------
+
+/// A fresh `MM_MP_SYNC_CONTEXT` for `cpus` CPUs (64-byte lines) built by
+/// the C export in a Vec: (memory, offset of the context, its size, the
+/// context pointer). The Vec must outlive the pointer.
+pub fn new_sync_context(cpus: usize) -> (Vec<u8>, usize, usize, *mut MmMpSyncContext) {
+    let mut size = 0usize;
+    // SAFETY: valid out-pointer.
+    assert_eq!(
+        unsafe { MmMpSyncGetRequiredSize(cpus, 64, &mut size) },
+        Status::SUCCESS
+    );
+    let mut mem = vec![0u8; size + 64];
+    let off = (64 - mem.as_ptr() as usize % 64) % 64;
+    let mut ctx = std::ptr::null_mut();
+    // SAFETY: `size` bytes at a 64-aligned offset inside `mem`.
+    let st = unsafe {
+        MmMpSyncContextInit(
+            mem.as_mut_ptr().add(off) as *mut c_void,
+            size,
+            cpus,
+            64,
+            &mut ctx,
+        )
+    };
+    assert_eq!(st, Status::SUCCESS);
+    (mem, off, size, ctx)
 }
 
 // -- the persistent machine: one thread per CPU taking SMIs ------------------
