@@ -160,14 +160,13 @@ fn run_hot_plug(relaxed: bool, total: usize) -> (std::time::Duration, MmMpStatis
                     c.failures.fetch_add(1, Ordering::SeqCst);
                 }
             }
-            2 if bsp == NEW => {
-                // It won the election: hand the BSP role over first.
-                if sim.switch_bsp(0) != Status::SUCCESS {
-                    c.failures.fetch_add(1, Ordering::SeqCst);
-                }
-            }
             2 => {
-                if sim.remove_processor(NEW) == Status::SUCCESS {
+                if bsp == NEW {
+                    // It won the election: hand the BSP role over first.
+                    if sim.switch_bsp(0) != Status::SUCCESS {
+                        c.failures.fetch_add(1, Ordering::SeqCst);
+                    }
+                } else if sim.remove_processor(NEW) == Status::SUCCESS {
                     o.store(0, Ordering::SeqCst);
                 } else {
                     c.failures.fetch_add(1, Ordering::SeqCst);
