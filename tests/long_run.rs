@@ -34,7 +34,8 @@ struct Counts {
 fn work(sim: &Sim, bsp: usize, c: &Counts, relaxed: bool) {
     let n = sim.opts.cpus;
     let arg = Arc::as_ptr(&c.rec) as *mut std::ffi::c_void;
-    let live = |x: usize| x != bsp && !sim.dead[x].load(Ordering::SeqCst);
+    let live =
+        |x: usize| x != bsp && !sim.dead[x].load(Ordering::SeqCst) && sim.instance().is_expected(x);
     if relaxed {
         // Relaxed: the BSP starts alone; gather the others the way a
         // handler that needs every CPU does (EDKII_SMM_CPU_RENDEZVOUS_PROTOCOL).

@@ -127,6 +127,13 @@ const PROCEDURE_STATUSES: &[Status] = &[
     Status::NOT_STARTED,
 ];
 
+/// `MM_MP_FUZZ_TRACE=1` prints every call and its status (triage).
+fn trace(in_smi: bool, what: std::fmt::Arguments) {
+    if std::env::var_os("MM_MP_FUZZ_TRACE").is_some() {
+        eprintln!("{} {what}", if in_smi { "  smi:" } else { "outside:" });
+    }
+}
+
 fn allowed(what: &str, got: Status, set: &[Status]) {
     assert!(set.contains(&got), "{what}: status {got:?} not in {set:?}");
 }
@@ -183,6 +190,12 @@ fn one_call(sim: &Sim, inp: &mut Input, seen: &Shared, rec: &Record, in_smi: boo
             );
             // SAFETY: as above; read after the call.
             let cpu_status = unsafe { status_ptr.read_volatile() };
+            trace(
+                in_smi,
+                format_args!(
+                    "Dispatch(cpu {cpu:#x}, timeout {timeout}, null proc {null_proc}) -> {st:?}"
+                ),
+            );
             allowed("Dispatch", st, PROCEDURE_STATUSES);
             if !in_smi {
                 assert_eq!(st, Status::NOT_READY, "Dispatch outside an SMI");
@@ -247,6 +260,10 @@ fn one_call(sim: &Sim, inp: &mut Input, seen: &Shared, rec: &Record, in_smi: boo
                     None
                 },
             );
+            trace(
+                in_smi,
+                format_args!("Broadcast(timeout {timeout}) -> {st:?}"),
+            );
             allowed("Broadcast", st, PROCEDURE_STATUSES);
             if !in_smi {
                 assert_eq!(st, Status::NOT_READY, "Broadcast outside an SMI");
@@ -283,6 +300,13 @@ fn one_call(sim: &Sim, inp: &mut Input, seen: &Shared, rec: &Record, in_smi: boo
                 }
             };
             let st = if op == 3 { sim.check(t) } else { sim.wait(t) };
+            trace(
+                in_smi,
+                format_args!(
+                    "{}({t:?}) -> {st:?}",
+                    if op == 3 { "Check" } else { "Wait" }
+                ),
+            );
             allowed(
                 "Check/Wait",
                 st,
@@ -340,6 +364,10 @@ fn one_call(sim: &Sim, inp: &mut Input, seen: &Shared, rec: &Record, in_smi: boo
             } else {
                 sim.startup_this_ap(p1(legacy_count), cpu, arg)
             };
+            trace(
+                in_smi,
+                format_args!("StartupThisAp(cpu {cpu:#x}, blocking {blocking}) -> {st:?}"),
+            );
             allowed("StartupThisAp", st, PROCEDURE_STATUSES);
             if !in_smi {
                 assert_eq!(st, Status::NOT_READY, "StartupThisAp outside an SMI");
@@ -408,6 +436,7 @@ fn one_call(sim: &Sim, inp: &mut Input, seen: &Shared, rec: &Record, in_smi: boo
                 sim.set_hot_plug_id(slot, apic_id);
             }
             let (st, _) = sim.add_processor(apic_id);
+            trace(in_smi, format_args!("AddProcessor({apic_id:#x}) -> {st:?}"));
             allowed(
                 "AddProcessor",
                 st,
@@ -422,6 +451,7 @@ fn one_call(sim: &Sim, inp: &mut Input, seen: &Shared, rec: &Record, in_smi: boo
         11 => {
             let n = inp.cpu(cpus);
             let st = sim.remove_processor(n);
+            trace(in_smi, format_args!("RemoveProcessor({n:#x}) -> {st:?}"));
             allowed(
                 "RemoveProcessor",
                 st,
@@ -532,6 +562,7 @@ fuzz_target!(|data: &[u8]| {
         });
         let before = statistics(&sim);
         let order: Vec<usize> = (0..cpus).collect();
+        trace(false, format_args!("SMI ({calls} calls)"));
         sim.smi_stepped(&order);
         check_after_smi(&sim, &before);
         let mut s = seen.0.lock().unwrap();
