@@ -1,0 +1,547 @@
+//! mm-mp performance figures (issue 6, docs/PERFORMANCE.md).
+//!
+//! `cargo bench --bench perf` prints every figure with its ratio and target:
+//!
+//! 1. dispatch round trip vs a raw cache-line ping-pong (2 pinned threads);
+//! 2. one SMI rendezvous per sync mode, in ping-pongs per barrier round;
+//! 3. BSP instructions of a non-blocking BroadcastProcedure (callgrind);
+//! 4. CheckForProcedure instructions with 1 vs 1,024 live tokens (callgrind);
+//! 5. SMRAM bytes per CPU and per token (MmMpGetRequiredSize);
+//! 6. linked code size of every export (firmware flags, --gc-sections).
+//!
+//! Arguments (after `--`): section names to run (`latency`, `rendezvous`,
+//! `callgrind`, `footprint`, `codesize`; default all), `--runs N` (latency
+//! repetitions, default 7). `--child MODE N` is the single-threaded program
+//! that callgrind runs (see `child`).
+//!
+//! Timings are ratios measured within one run, interleaved with their
+//! reference (the machine is shared). Instruction counts come from
+//! `valgrind --tool=callgrind --toggle-collect=<measured function>`, so they
+//! do not depend on load.
+
+mod bench_common;
+
+use std::hint::black_box;
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bench_common::*;
+use mm_mp::efi::{MmCompletion, MmMpProtocol, Status};
+use mm_mp::ffi::*;
+
+// ---------------------------------------------------------------------------
+// Targets (issue 6)
+// ---------------------------------------------------------------------------
+
+const TARGET_DISPATCH: f64 = 1.3;
+const TARGET_ROUND: f64 = 1.3;
+const TARGET_BROADCAST: f64 = 3.0;
+const TARGET_TOKENS: f64 = 1.1;
+const TARGET_PER_CPU: f64 = 370.0;
+const TARGET_PER_TOKEN: f64 = 104.0;
+
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "holds"
+    } else {
+        "MISSED"
+    }
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(i) = args.iter().position(|a| a == "--child") {
+        let mode = args.get(i + 1).expect("--child MODE N");
+        let n: usize = args.get(i + 2).expect("--child MODE N").parse().unwrap();
+        child(mode, n);
+        return;
+    }
+    let mut runs = 7usize;
+    let mut sections: Vec<String> = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--bench" => {}
+            "--runs" => runs = it.next().expect("--runs N").parse().unwrap(),
+            s if !s.starts_with('-') => sections.push(s.to_string()),
+            _ => {}
+        }
+    }
+    let want = |s: &str| sections.is_empty() || sections.iter().any(|x| x == s);
+    println!("mm-mp performance (issue 6); {}", machine_line());
+    if want("latency") {
+        latency(runs);
+    }
+    if want("rendezvous") {
+        rendezvous(runs);
+    }
+    if want("callgrind") {
+        callgrind();
+    }
+    if want("footprint") {
+        footprint();
+    }
+    if want("codesize") {
+        codesize();
+    }
+}
+
+fn machine_line() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_default();
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let n = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!(
+        "{cpu}, {n} CPUs, load average {}",
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    )
+}
+
+// ---------------------------------------------------------------------------
+// 1. Ping-pong and dispatch round trip
+// ---------------------------------------------------------------------------
+
+#[repr(align(128))]
+struct Line(AtomicU64);
+
+/// Nanoseconds per round trip of one cache line between core 0 and core 1:
+/// the writer stores an odd value and spins until the echo thread stored
+/// the next even one.
+fn ping_pong(rounds: u64) -> f64 {
+    let line = Arc::new(Line(AtomicU64::new(0)));
+    let echo = {
+        let line = line.clone();
+        std::thread::spawn(move || {
+            pin_to(1);
+            for i in 0..rounds {
+                let odd = 2 * i + 1;
+                while line.0.load(Ordering::Acquire) != odd {
+                    std::hint::spin_loop();
+                }
+                line.0.store(odd + 1, Ordering::Release);
+            }
+        })
+    };
+    pin_to(0);
+    // Warm-up: the first rounds also wait for the echo thread to start.
+    let warm = rounds / 10;
+    let mut start = Instant::now();
+    for i in 0..rounds {
+        if i == warm {
+            start = Instant::now();
+        }
+        line.0.store(2 * i + 1, Ordering::Release);
+        while line.0.load(Ordering::Acquire) != 2 * i + 2 {
+            std::hint::spin_loop();
+        }
+    }
+    let ns = start.elapsed().as_nanos() as f64 / (rounds - warm) as f64;
+    echo.join().unwrap();
+    ns
+}
+
+unsafe extern "efiapi" fn empty_procedure(_argument: *mut std::ffi::c_void) -> Status {
+    Status::SUCCESS
+}
+
+/// Nanoseconds per blocking DispatchProcedure of an empty procedure from
+/// the BSP (core 0) to the AP (core 1), inside one SMI.
+fn dispatch_round_trip(calls: u64) -> f64 {
+    let m = Machine::new(Opts {
+        cpus: 2,
+        spin: true,
+        ..Opts::default()
+    });
+    let result = Arc::new(AtomicU64::new(0));
+    {
+        let result = result.clone();
+        m.set_foundation(move |mp: &MmMpProtocol, _bsp| {
+            let warm = calls / 10;
+            let mut start = Instant::now();
+            for i in 0..calls {
+                if i == warm {
+                    start = Instant::now();
+                }
+                // SAFETY: valid protocol; blocking call with NULL token/status.
+                let st = unsafe {
+                    (mp.dispatch_procedure)(
+                        mp,
+                        Some(empty_procedure),
+                        1,
+                        0,
+                        std::ptr::null_mut(),
+                        std::ptr::null_mut(),
+                        std::ptr::null_mut(),
+                    )
+                };
+                assert_eq!(st, Status::SUCCESS);
+            }
+            let ns = start.elapsed().as_nanos() as f64 / (calls - warm) as f64;
+            result.store(ns.to_bits(), Ordering::SeqCst);
+        });
+    }
+    m.smi_pinned(1, false);
+    f64::from_bits(result.load(Ordering::SeqCst))
+}
+
+fn latency(runs: usize) {
+    println!("\n[1] dispatch round trip (blocking DispatchProcedure, empty procedure, BSP core 0 -> AP core 1)");
+    let (mut pp, mut dp, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
+    for r in 0..runs {
+        let a = ping_pong(200_000);
+        let d = dispatch_round_trip(200_000);
+        let b = ping_pong(200_000);
+        let p = a.min(b);
+        println!(
+            "    run {r}: ping-pong {a:.1} / {b:.1} ns, dispatch {d:.1} ns, ratio {:.2}",
+            d / p
+        );
+        pp.push(p);
+        dp.push(d);
+        ratio.push(d / p);
+    }
+    let r = median(&mut ratio);
+    println!(
+        "  dispatch round trip: median {:.1} ns vs ping-pong {:.1} ns = {:.2}x (target <= {TARGET_DISPATCH}x: {})",
+        median(&mut dp),
+        median(&mut pp),
+        r,
+        verdict(r <= TARGET_DISPATCH)
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 2. Rendezvous round
+// ---------------------------------------------------------------------------
+
+/// Barrier rounds (BSP -> AP -> BSP hand-offs) an SMI needs on two CPUs
+/// without MTRR swapping, EDK2's BSPHandler/APHandler:
+/// * traditional: "BSP inside" -> #1; #2 -> #7; #8 -> #13; end -> next check-in;
+/// * relaxed: "BSP inside" -> Present; #8 -> #13; end -> next check-in.
+const ROUNDS_TRADITIONAL: f64 = 4.0;
+const ROUNDS_RELAXED: f64 = 3.0;
+
+/// Nanoseconds per SMI, both CPUs in every SMI, back to back.
+fn smi_loop(relaxed: bool, smis: u64) -> (f64, MmMpStatistics) {
+    let m = Machine::new(Opts {
+        cpus: 2,
+        spin: true,
+        relaxed,
+        // Relaxed: the BSP does not wait for arrivals, so CPU 0 is the fixed
+        // BSP and only enters once CPU 1 announced its entry (the SMI
+        // reaching both CPUs); traditional: first-come election.
+        election: !relaxed,
+        ..Opts::default()
+    });
+    m.set_foundation(|_, _| {});
+    let ns = m.smi_loop_pinned(smis, relaxed);
+    (ns, m.statistics())
+}
+
+fn rendezvous(runs: usize) {
+    println!(
+        "\n[2] rendezvous round (full SMI on 2 pinned CPUs, back to back, empty MmFoundationEntry)"
+    );
+    for (name, relaxed, rounds) in [
+        ("traditional", false, ROUNDS_TRADITIONAL),
+        ("relaxed", true, ROUNDS_RELAXED),
+    ] {
+        if std::env::var("MM_MP_BENCH_MODE").is_ok_and(|m| m != name) {
+            continue;
+        }
+        let (mut per_round, mut smi_ns, mut pps) = (Vec::new(), Vec::new(), Vec::new());
+        for r in 0..runs {
+            let a = ping_pong(200_000);
+            let smis = std::env::var("MM_MP_BENCH_SMIS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(100_000);
+            let (ns, stats) = smi_loop(relaxed, smis);
+            let b = ping_pong(200_000);
+            let p = a.min(b);
+            let x = ns / p / rounds;
+            println!(
+                "    run {r}: {name}: {ns:.0} ns/SMI, ping-pong {a:.1} / {b:.1} ns, {x:.2} ping-pongs per round (SMIs {}, late {}, spurious {})",
+                stats.smis, stats.late_cpus, stats.spurious_smis
+            );
+            per_round.push(x);
+            smi_ns.push(ns);
+            pps.push(p);
+        }
+        let x = median(&mut per_round);
+        println!(
+            "  {name}: median {:.0} ns per SMI = {:.2} ping-pongs ({:.1} ns) per round x {rounds} rounds; {x:.2} per round (target <= {TARGET_ROUND}: {})",
+            median(&mut smi_ns),
+            x * rounds,
+            median(&mut pps),
+            verdict(x <= TARGET_ROUND)
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 3, 4. Instruction counts under callgrind
+// ---------------------------------------------------------------------------
+
+/// Calls of the measured function per child run (the count is divided by it).
+const MEASURED_CALLS: u64 = 8;
+
+/// The measured broadcast: a non-blocking BroadcastProcedure without a
+/// status array, through the protocol (what a caller pays).
+///
+/// # Safety
+/// `mp` must be a live protocol and `token` valid for a write.
+#[no_mangle]
+#[inline(never)]
+pub unsafe extern "C" fn mmmp_bench_measured_broadcast(
+    mp: *const MmMpProtocol,
+    token: *mut MmCompletion,
+) -> Status {
+    // SAFETY: the caller's contract.
+    unsafe {
+        ((*mp).broadcast_procedure)(
+            mp,
+            Some(empty_procedure),
+            0,
+            std::ptr::null_mut(),
+            token,
+            std::ptr::null_mut(),
+        )
+    }
+}
+
+/// The measured token check.
+///
+/// # Safety
+/// `mp` must be a live protocol.
+#[no_mangle]
+#[inline(never)]
+pub unsafe extern "C" fn mmmp_bench_measured_check(
+    mp: *const MmMpProtocol,
+    token: MmCompletion,
+) -> Status {
+    // SAFETY: the caller's contract.
+    unsafe { ((*mp).check_for_procedure)(mp, token) }
+}
+
+/// The single-threaded program callgrind runs: an SMI stepped on this
+/// thread (the `Sim` approach of tests/common), the measured calls made
+/// from the BSP's MmFoundationEntry.
+fn child(mode: &str, n: usize) {
+    match mode {
+        // n = present APs.
+        "broadcast" => {
+            let m = Machine::new(Opts {
+                cpus: n + 1,
+                tokens: 64,
+                election: false,
+                ..Opts::default()
+            });
+            let m2 = m.clone_handle();
+            m.set_foundation(move |mp, _bsp| {
+                for _ in 0..MEASURED_CALLS {
+                    let mut token: MmCompletion = std::ptr::null_mut();
+                    // SAFETY: live protocol and local token.
+                    let st = unsafe { mmmp_bench_measured_broadcast(mp, &mut token) };
+                    assert_eq!(st, Status::SUCCESS);
+                    // Every AP runs the procedure, then the token is done.
+                    for ap in 1..=n {
+                        m2.step(ap);
+                    }
+                    // SAFETY: valid protocol.
+                    let st = unsafe { (mp.check_for_procedure)(mp, token) };
+                    assert_eq!(st, Status::SUCCESS);
+                }
+            });
+            m.smi_stepped();
+        }
+        // n = live tokens; the newest one is checked while running.
+        "tokens" => {
+            let m = Machine::new(Opts {
+                cpus: 2,
+                tokens: n.max(1) as u32,
+                election: false,
+                ..Opts::default()
+            });
+            let m2 = m.clone_handle();
+            m.set_foundation(move |mp, _bsp| {
+                let mut last: MmCompletion = std::ptr::null_mut();
+                for i in 0..n {
+                    let mut token: MmCompletion = std::ptr::null_mut();
+                    // SAFETY: valid protocol and locals.
+                    let st = unsafe {
+                        (mp.dispatch_procedure)(
+                            mp,
+                            Some(empty_procedure),
+                            1,
+                            0,
+                            std::ptr::null_mut(),
+                            &mut token,
+                            std::ptr::null_mut(),
+                        )
+                    };
+                    assert_eq!(st, Status::SUCCESS);
+                    if i + 1 < n {
+                        m2.step(1); // completes it; the token stays live
+                    }
+                    last = token;
+                }
+                for _ in 0..MEASURED_CALLS {
+                    // SAFETY: live protocol.
+                    let st = unsafe { mmmp_bench_measured_check(mp, last) };
+                    assert_eq!(st, Status::NOT_READY);
+                }
+                m2.step(1);
+            });
+            m.smi_stepped();
+        }
+        _ => panic!("unknown child mode {mode}"),
+    }
+}
+
+/// Instructions per measured call of `child(mode, n)`, or None without valgrind.
+fn callgrind_count(mode: &str, n: usize, function: &str) -> Option<f64> {
+    let exe = std::env::current_exe().ok()?;
+    let out =
+        std::env::temp_dir().join(format!("mm-mp-callgrind-{}-{mode}-{n}", std::process::id()));
+    let status = Command::new("valgrind")
+        .arg("--tool=callgrind")
+        .arg(format!("--callgrind-out-file={}", out.display()))
+        .arg("--collect-atstart=no")
+        .arg(format!("--toggle-collect={function}"))
+        .arg(&exe)
+        .args(["--child", mode, &n.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .ok()?;
+    if !status.success() {
+        println!("    callgrind run {mode} {n} failed: {status}");
+        return None;
+    }
+    let text = std::fs::read_to_string(&out).ok()?;
+    let _ = std::fs::remove_file(&out);
+    let total: f64 = text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("totals:")
+                .or_else(|| l.strip_prefix("summary:"))
+        })
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())?;
+    Some(total / MEASURED_CALLS as f64)
+}
+
+fn callgrind() {
+    println!("\n[3] broadcast scaling (BSP instructions of a non-blocking BroadcastProcedure, no status array; callgrind)");
+    let mut base = None;
+    let mut at255 = None;
+    for n in [1usize, 16, 255, 1023] {
+        match callgrind_count("broadcast", n, "mmmp_bench_measured_broadcast") {
+            Some(ir) => {
+                let b = *base.get_or_insert(ir);
+                if n == 255 {
+                    at255 = Some(ir / b);
+                }
+                println!("    {n:5} APs: {ir:9.0} instructions = {:.2}x 1 AP", ir / b);
+            }
+            None => {
+                println!("    valgrind not available: skipped");
+                return;
+            }
+        }
+    }
+    if let Some(r) = at255 {
+        println!(
+            "  255 APs: {r:.2}x the cost of 1 AP (target <= {TARGET_BROADCAST}x: {})",
+            verdict(r <= TARGET_BROADCAST)
+        );
+    }
+    println!("\n[4] token validation (CheckForProcedure of the newest, running token; callgrind)");
+    let one = callgrind_count("tokens", 1, "mmmp_bench_measured_check");
+    let many = callgrind_count("tokens", 1024, "mmmp_bench_measured_check");
+    if let (Some(a), Some(b)) = (one, many) {
+        println!("    1 live token: {a:.0} instructions; 1024 live tokens: {b:.0} instructions");
+        let r = b / a;
+        println!(
+            "  1024 vs 1 live token: {r:.2}x (target <= {TARGET_TOKENS}x: {})",
+            verdict(r <= TARGET_TOKENS)
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 5. SMRAM footprint
+// ---------------------------------------------------------------------------
+
+fn required(cpus: u32, tokens: u32) -> usize {
+    let table = processor_table(cpus as usize);
+    let mut cfg = config(cpus, tokens, false, false, table.as_ptr());
+    cfg.cache_line_size = 64;
+    let mut size = 0usize;
+    // SAFETY: valid locals.
+    let st = unsafe { MmMpGetRequiredSize(&cfg, &mut size) };
+    assert_eq!(st, Status::SUCCESS);
+    size
+}
+
+fn footprint() {
+    println!("\n[5] SMRAM footprint (MmMpGetRequiredSize, 64-byte lines, difference method)");
+    // Powers of two: the APIC ID map has 2^k >= 2 x NumberOfCpus entries.
+    let per_cpu = (required(2048, 64) - required(1024, 64)) as f64 / 1024.0;
+    let per_token = (required(64, 2048) - required(64, 1024)) as f64 / 1024.0;
+    let fixed = required(1, 1) as f64;
+    println!("    1 CPU, 1 token: {fixed:.0} bytes");
+    println!(
+        "  per CPU: {per_cpu:.0} bytes (target <= {TARGET_PER_CPU}: {})",
+        verdict(per_cpu <= TARGET_PER_CPU)
+    );
+    println!(
+        "  per token: {per_token:.0} bytes (target <= {TARGET_PER_TOKEN}: {})",
+        verdict(per_token <= TARGET_PER_TOKEN)
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 6. Code size
+// ---------------------------------------------------------------------------
+
+fn codesize() {
+    println!("\n[6] code size (firmware flags, C program calling every export, -Wl,--gc-sections)");
+    match bench_common::codesize::measure() {
+        Ok(r) => {
+            println!(
+                "    from libmm_mp.a: text {} + rodata {} + data {} + bss {} bytes (eh_frame {} not counted)",
+                r.text, r.rodata, r.data, r.bss, r.eh_frame
+            );
+            println!(
+                "  linked size (text+rodata+data): {} bytes ({:.1} KiB)",
+                r.text + r.rodata + r.data,
+                (r.text + r.rodata + r.data) as f64 / 1024.0
+            );
+        }
+        Err(e) => println!("    skipped: {e}"),
+    }
+    black_box(());
+}
