@@ -47,6 +47,8 @@ pub struct Opts {
     pub election: bool,
     /// CpuPause spins (pinned threads, one per core); else it yields.
     pub spin: bool,
+    /// A time source (the TSC) and 1 ms sync timeouts, as firmware has.
+    pub clock: bool,
 }
 
 impl Default for Opts {
@@ -57,6 +59,7 @@ impl Default for Opts {
             relaxed: false,
             election: false,
             spin: false,
+            clock: false,
         }
     }
 }
@@ -86,6 +89,25 @@ unsafe extern "efiapi" fn cb_apic(_ctx: *mut c_void) -> u64 {
     } else {
         apic(c)
     }
+}
+
+unsafe extern "efiapi" fn cb_ticks(_ctx: *mut c_void) -> u64 {
+    // SAFETY: rdtsc has no preconditions on x86_64.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+/// TSC ticks per second, measured once against the monotonic clock.
+fn tsc_hz() -> u64 {
+    static HZ: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *HZ.get_or_init(|| {
+        let t0 = Instant::now();
+        // SAFETY: as in `cb_ticks`.
+        let c0 = unsafe { core::arch::x86_64::_rdtsc() };
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        // SAFETY: as in `cb_ticks`.
+        let c1 = unsafe { core::arch::x86_64::_rdtsc() };
+        ((c1 - c0) as f64 / t0.elapsed().as_secs_f64()) as u64
+    })
 }
 
 unsafe extern "efiapi" fn cb_pause_spin(_ctx: *mut c_void) {
@@ -147,13 +169,17 @@ pub fn config(
 impl Machine {
     pub fn new(opts: Opts) -> Machine {
         let table = processor_table(opts.cpus);
-        let cfg = config(
+        let mut cfg = config(
             opts.cpus as u32,
             opts.tokens,
             opts.relaxed,
             opts.election,
             table.as_ptr(),
         );
+        if opts.clock {
+            cfg.ap_sync_timeout_us = 1000;
+            cfg.ap_sync_timeout2_us = 1000;
+        }
         let mut size = 0usize;
         // SAFETY: valid locals.
         assert_eq!(
@@ -172,8 +198,8 @@ impl Machine {
             revision: MM_MP_PLATFORM_REVISION,
             reserved: 0,
             context: Arc::as_ptr(&inner) as *mut c_void,
-            ticks_per_second: 0,
-            get_ticks: None,
+            ticks_per_second: if opts.clock { tsc_hz() } else { 0 },
+            get_ticks: if opts.clock { Some(cb_ticks) } else { None },
             cpu_pause: Some(if opts.spin {
                 cb_pause_spin
             } else {
@@ -290,44 +316,63 @@ impl Machine {
         }
     }
 
-    /// `smis` SMIs back to back on two CPUs (thread of CPU 0 on core 0,
-    /// CPU 1 on core 1); nanoseconds per SMI measured on CPU 0 after a
-    /// 10 % warm-up. With `gate`, CPU 1 announces each entry and CPU 0
-    /// enters only after the announcement (the SMI reaches both CPUs).
-    pub fn smi_loop_pinned(&self, smis: u64, gate: bool) -> f64 {
+    /// `batches` times: `smis` SMIs back to back on two CPUs (CPU 0's
+    /// thread on core 0, CPU 1's on core 1), timed on CPU 0 and passed to
+    /// `smi_batch` (nanoseconds), then `bsp_other` on CPU 0's thread and
+    /// `ap_other` on CPU 1's, with a barrier after them. With
+    /// `gate`, CPU 1 announces each entry and CPU 0 enters only after the
+    /// announcement (the SMI reaching both CPUs).
+    pub fn smi_batches_pinned(
+        &self,
+        batches: usize,
+        smis: u64,
+        gate: bool,
+        mut smi_batch: impl FnMut(f64),
+        mut bsp_other: impl FnMut(),
+        mut ap_other: impl FnMut() + Send,
+    ) {
         let announced = Arc::new(AtomicU64::new(0));
-        let t = {
+        let done = Arc::new(AtomicU64::new(0));
+        std::thread::scope(|s| {
             let m = self.clone();
-            let announced = announced.clone();
-            std::thread::spawn(move || {
+            let (announced2, done2) = (announced.clone(), done.clone());
+            s.spawn(move || {
                 pin_to(1);
                 CURRENT.with(|x| x.set(1));
-                for i in 0..smis {
-                    announced.store(i + 1, Ordering::Release);
+                let mut n = 0;
+                for b in 0..batches as u64 {
+                    for _ in 0..smis {
+                        n += 1;
+                        announced2.store(n, Ordering::Release);
+                        // SAFETY: valid instance.
+                        unsafe { MmMpSmiRendezvous(m.0.inst, 1) };
+                    }
+                    ap_other();
+                    while done2.load(Ordering::Acquire) < b + 1 {
+                        std::hint::spin_loop();
+                    }
+                }
+            });
+            pin_to(0);
+            CURRENT.with(|x| x.set(0));
+            let mut n = 0;
+            for b in 0..batches as u64 {
+                let start = Instant::now();
+                for _ in 0..smis {
+                    n += 1;
+                    if gate {
+                        while announced.load(Ordering::Acquire) < n {
+                            std::hint::spin_loop();
+                        }
+                    }
                     // SAFETY: valid instance.
-                    unsafe { MmMpSmiRendezvous(m.0.inst, 1) };
+                    unsafe { MmMpSmiRendezvous(self.0.inst, 0) };
                 }
-            })
-        };
-        pin_to(0);
-        CURRENT.with(|x| x.set(0));
-        let warm = smis / 10;
-        let mut start = Instant::now();
-        for i in 0..smis {
-            if i == warm {
-                start = Instant::now();
+                smi_batch(start.elapsed().as_nanos() as f64);
+                bsp_other();
+                done.store(b + 1, Ordering::Release);
             }
-            if gate {
-                while announced.load(Ordering::Acquire) < i + 1 {
-                    std::hint::spin_loop();
-                }
-            }
-            // SAFETY: valid instance.
-            unsafe { MmMpSmiRendezvous(self.0.inst, 0) };
-        }
-        let ns = start.elapsed().as_nanos() as f64 / (smis - warm) as f64;
-        CURRENT.with(|x| x.set(usize::MAX));
-        t.join().unwrap();
-        ns
+            CURRENT.with(|x| x.set(usize::MAX));
+        });
     }
 }
