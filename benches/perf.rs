@@ -125,10 +125,12 @@ fn machine_line() -> String {
 // Method: the two threads alternate short batches of the measured
 // operation and of the reference ping-pong (BATCHES pairs, each batch
 // BATCH operations, ~0.1 ms) and each batch's time is recorded. The figure
-// of a run is min(measured batches) / min(ping-pong batches): the minimum
-// of many short batches is the time without preemption, and both minimums
-// come from the same seconds of the same run, so the shared machine's load
-// cancels out. The median ratio of adjacent batch pairs is printed too.
+// of a run is the median, over the pairs, of measured batch / the ping-pong
+// batch next to it: both halves of a pair run within a fraction of a
+// millisecond on the same two cores, so the shared machine's load and the
+// placement of the virtual CPUs cancel out, and the median ignores pairs
+// hit by a preemption. The best batches are printed too (the minimum of the
+// dispatch batches is bimodal: a few batches run at ~1x a ping-pong).
 
 const BATCH: u64 = 1000;
 const BATCHES: usize = 300;
@@ -238,7 +240,10 @@ fn dispatch_run() -> Batches {
                 b.ping.push(ping(seq, BATCH) / BATCH as f64);
                 seq += BATCH;
                 // SAFETY: valid protocol and token.
-                assert_eq!(unsafe { (mp.wait_for_procedure)(mp, token) }, Status::SUCCESS);
+                assert_eq!(
+                    unsafe { (mp.wait_for_procedure)(mp, token) },
+                    Status::SUCCESS
+                );
                 let start = Instant::now();
                 for _ in 0..BATCH {
                     // SAFETY: valid protocol; blocking call, NULL token/status.
@@ -271,10 +276,10 @@ fn latency(runs: usize) {
     let (mut pp, mut dp, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
     for r in 0..runs {
         let b = dispatch_run();
-        let (d, p, x) = b.min_ratio();
+        let (d, p, best) = b.min_ratio();
+        let x = b.median_pair_ratio();
         println!(
-            "    run {r}: best batch: dispatch {d:.1} ns, ping-pong {p:.1} ns, ratio {x:.2} (median of batch pairs {:.2})",
-            b.median_pair_ratio()
+            "    run {r}: dispatch / ping-pong = {x:.2} (median of {BATCHES} batch pairs); best batches: dispatch {d:.1} ns, ping-pong {p:.1} ns ({best:.2})"
         );
         pp.push(p);
         dp.push(d);
@@ -282,10 +287,10 @@ fn latency(runs: usize) {
     }
     let r = median(&mut ratio);
     println!(
-        "  dispatch round trip: median of runs {:.1} ns vs ping-pong {:.1} ns = {:.2}x (target <= {TARGET_DISPATCH}x: {})",
+        "  dispatch round trip: {:.2}x a ping-pong, median of {runs} runs (best batches {:.1} ns vs {:.1} ns) (target <= {TARGET_DISPATCH}x: {})",
+        r,
         median(&mut dp),
         median(&mut pp),
-        r,
         verdict(r <= TARGET_DISPATCH)
     );
 }
@@ -344,7 +349,9 @@ fn smi_run(relaxed: bool, batches: usize) -> (Batches, MmMpStatistics) {
 }
 
 fn rendezvous(runs: usize) {
-    println!("\n[2] rendezvous round (full SMI on 2 pinned CPUs, back to back, empty MmFoundationEntry)");
+    println!(
+        "\n[2] rendezvous round (full SMI on 2 pinned CPUs, back to back, empty MmFoundationEntry)"
+    );
     for (name, relaxed, rounds) in [
         ("traditional", false, ROUNDS_TRADITIONAL),
         ("relaxed", true, ROUNDS_RELAXED),
@@ -355,11 +362,12 @@ fn rendezvous(runs: usize) {
         let (mut per_round, mut smi_ns, mut pps) = (Vec::new(), Vec::new(), Vec::new());
         for r in 0..runs {
             let (b, stats) = smi_run(relaxed, BATCHES / 2);
-            let (ns, p, x) = b.min_ratio();
-            let x = x / rounds;
+            let (ns, p, best) = b.min_ratio();
+            let x = b.median_pair_ratio() / rounds;
             println!(
-                "    run {r}: {name}: best batch {ns:.0} ns/SMI, ping-pong {p:.1} ns: {x:.2} ping-pongs per round (median of batch pairs {:.2}; SMIs {}, late {}, spurious {})",
-                b.median_pair_ratio() / rounds,
+                "    run {r}: {name}: {x:.2} ping-pongs per round (median of {} batch pairs); best batches {ns:.0} ns/SMI, ping-pong {p:.1} ns ({:.2}); SMIs {}, late {}, spurious {}",
+                BATCHES / 2,
+                best / rounds,
                 stats.smis, stats.late_cpus, stats.spurious_smis
             );
             per_round.push(x);
@@ -368,9 +376,9 @@ fn rendezvous(runs: usize) {
         }
         let x = median(&mut per_round);
         println!(
-            "  {name}: median of runs {:.0} ns per SMI = {:.2} ping-pongs ({:.1} ns); {rounds} rounds: {x:.2} per round (target <= {TARGET_ROUND}: {})",
-            median(&mut smi_ns),
+            "  {name}: {:.2} ping-pongs per SMI / {rounds} rounds = {x:.2} per round, median of {runs} runs (best batches {:.0} ns/SMI, ping-pong {:.1} ns) (target <= {TARGET_ROUND}: {})",
             x * rounds,
+            median(&mut smi_ns),
             median(&mut pps),
             verdict(x <= TARGET_ROUND)
         );
@@ -420,6 +428,36 @@ pub unsafe extern "C" fn mmmp_bench_measured_check(
 ) -> Status {
     // SAFETY: the caller's contract.
     unsafe { ((*mp).check_for_procedure)(mp, token) }
+}
+
+/// The measured blocking dispatch (both CPUs' instructions: the BSP's
+/// CpuPause steps the AP).
+///
+/// # Safety
+/// `mp` must be a live protocol.
+#[no_mangle]
+#[inline(never)]
+pub unsafe extern "C" fn mmmp_bench_measured_dispatch(mp: *const MmMpProtocol) -> Status {
+    // SAFETY: the caller's contract.
+    unsafe {
+        ((*mp).dispatch_procedure)(
+            mp,
+            Some(empty_procedure),
+            1,
+            0,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        )
+    }
+}
+
+/// One SMI of both CPUs, stepped on this thread, CPU 1 first (in relaxed
+/// mode CPU 0, the fixed BSP, must find it checked in, as in the timed loop).
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn mmmp_bench_measured_smi(m: &Machine) {
+    m.smi_stepped_in(&[1, 0]);
 }
 
 /// The single-threaded program callgrind runs: an SMI stepped on this
@@ -493,12 +531,48 @@ fn child(mode: &str, n: usize) {
             });
             m.smi_stepped();
         }
+        // Whole SMIs of 2 CPUs stepped on this thread (n = 1: relaxed).
+        "smi" => {
+            let m = Machine::new(Opts {
+                cpus: 2,
+                relaxed: n == 1,
+                ..Opts::default()
+            });
+            m.set_foundation(|_, _| {});
+            for _ in 0..MEASURED_CALLS {
+                mmmp_bench_measured_smi(&m);
+            }
+        }
+        // Blocking dispatch to CPU 1, both sides on this thread.
+        "dispatch" => {
+            let m = Machine::new(Opts {
+                cpus: 2,
+                step_cpu1_on_pause: true,
+                ..Opts::default()
+            });
+            m.set_foundation(move |mp, _bsp| {
+                for _ in 0..MEASURED_CALLS {
+                    // SAFETY: live protocol.
+                    let st = unsafe { mmmp_bench_measured_dispatch(mp) };
+                    assert_eq!(st, Status::SUCCESS);
+                }
+            });
+            let _ = n;
+            m.smi_stepped();
+        }
         _ => panic!("unknown child mode {mode}"),
     }
 }
 
 /// Instructions per measured call of `child(mode, n)`, or None without valgrind.
 fn callgrind_count(mode: &str, n: usize, function: &str) -> Option<f64> {
+    callgrind_counts(mode, n, function).map(|(all, _)| all)
+}
+
+/// (all instructions, the library's own) per measured call: the second
+/// sums the self cost of `mm_mp::` functions (callgrind_annotate), leaving
+/// out the bench's stepping harness and platform callbacks.
+fn callgrind_counts(mode: &str, n: usize, function: &str) -> Option<(f64, f64)> {
     let exe = std::env::current_exe().ok()?;
     let out =
         std::env::temp_dir().join(format!("mm-mp-callgrind-{}-{mode}-{n}", std::process::id()));
@@ -518,7 +592,6 @@ fn callgrind_count(mode: &str, n: usize, function: &str) -> Option<f64> {
         return None;
     }
     let text = std::fs::read_to_string(&out).ok()?;
-    let _ = std::fs::remove_file(&out);
     let total: f64 = text
         .lines()
         .find_map(|l| {
@@ -527,7 +600,22 @@ fn callgrind_count(mode: &str, n: usize, function: &str) -> Option<f64> {
         })
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())?;
-    Some(total / MEASURED_CALLS as f64)
+    let own = Command::new("callgrind_annotate")
+        .args(["--inclusive=no", "--threshold=100"])
+        .arg(&out)
+        .output()
+        .ok()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter(|l| l.contains(":mm_mp::"))
+                .filter_map(|l| l.split_whitespace().next())
+                .filter_map(|v| v.replace(',', "").parse::<f64>().ok())
+                .sum::<f64>()
+        })
+        .unwrap_or(f64::NAN);
+    let _ = std::fs::remove_file(&out);
+    Some((total / MEASURED_CALLS as f64, own / MEASURED_CALLS as f64))
 }
 
 fn callgrind() {
@@ -554,6 +642,21 @@ fn callgrind() {
             "  255 APs: {r:.2}x the cost of 1 AP (target <= {TARGET_BROADCAST}x: {})",
             verdict(r <= TARGET_BROADCAST)
         );
+    }
+    println!(
+        "\n[1b, 2b] instructions on the critical path (both CPUs stepped on one thread; callgrind)"
+    );
+    if let Some((ir, own)) = callgrind_counts("dispatch", 1, "mmmp_bench_measured_dispatch") {
+        println!(
+            "    blocking dispatch round trip (BSP + AP): {ir:.0} instructions, {own:.0} in mm_mp"
+        );
+    }
+    for (name, n) in [("traditional", 0), ("relaxed", 1)] {
+        if let Some((ir, own)) = callgrind_counts("smi", n, "mmmp_bench_measured_smi") {
+            println!(
+                "    one {name} SMI of 2 CPUs (both CPUs): {ir:.0} instructions, {own:.0} in mm_mp"
+            );
+        }
     }
     println!("\n[4] token validation (CheckForProcedure of the newest, running token; callgrind)");
     let one = callgrind_count("tokens", 1, "mmmp_bench_measured_check");

@@ -49,6 +49,9 @@ pub struct Opts {
     pub spin: bool,
     /// A time source (the TSC) and 1 ms sync timeouts, as firmware has.
     pub clock: bool,
+    /// CpuPause steps CPU 1 once (one thread plays both CPUs: a blocking
+    /// call of the BSP makes progress under callgrind).
+    pub step_cpu1_on_pause: bool,
 }
 
 impl Default for Opts {
@@ -60,6 +63,7 @@ impl Default for Opts {
             election: false,
             spin: false,
             clock: false,
+            step_cpu1_on_pause: false,
         }
     }
 }
@@ -116,6 +120,16 @@ unsafe extern "efiapi" fn cb_pause_spin(_ctx: *mut c_void) {
 
 unsafe extern "efiapi" fn cb_pause_yield(_ctx: *mut c_void) {
     std::thread::yield_now();
+}
+
+unsafe extern "efiapi" fn cb_pause_step(ctx: *mut c_void) {
+    // SAFETY: the context is the machine's Inner, alive for the process.
+    let inner = unsafe { &*(ctx as *const Inner) };
+    // SAFETY: initialised before any SMI.
+    let inst = unsafe { Instance::from_ptr(inner.inst as *const Instance) }.unwrap();
+    let prev = CURRENT.with(|c| c.replace(1));
+    inst.rendezvous_step(1);
+    CURRENT.with(|c| c.set(prev));
 }
 
 unsafe extern "efiapi" fn cb_foundation(ctx: *mut c_void, bsp: usize) {
@@ -200,7 +214,9 @@ impl Machine {
             context: Arc::as_ptr(&inner) as *mut c_void,
             ticks_per_second: if opts.clock { tsc_hz() } else { 0 },
             get_ticks: if opts.clock { Some(cb_ticks) } else { None },
-            cpu_pause: Some(if opts.spin {
+            cpu_pause: Some(if opts.step_cpu1_on_pause {
+                cb_pause_step
+            } else if opts.spin {
                 cb_pause_spin
             } else {
                 cb_pause_yield
@@ -277,10 +293,15 @@ impl Machine {
     /// One SMI of every CPU played on this thread: the fixed BSP (CPU 0)
     /// first, then every AP, round robin until all left.
     pub fn smi_stepped(&self) {
-        let n = self.0.opts.cpus;
-        let mut done = vec![false; n];
+        let order: Vec<usize> = (0..self.0.opts.cpus).collect();
+        self.smi_stepped_in(&order);
+    }
+
+    /// One SMI of the CPUs in `order`, stepped round robin in that order.
+    pub fn smi_stepped_in(&self, order: &[usize]) {
+        let mut done = vec![false; order.len()];
         for _ in 0..1_000_000 {
-            for (c, d) in done.iter_mut().enumerate() {
+            for (&c, d) in order.iter().zip(done.iter_mut()) {
                 if !*d {
                     *d = self.step(c);
                 }
