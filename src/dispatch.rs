@@ -253,44 +253,47 @@ impl Instance {
             return Status::ALREADY_STARTED;
         }
         // One snapshot of the present APs; every later step uses only it.
+        // Each pass walks the CPU, mailbox and run-semaphore arrays side by
+        // side (no per-CPU lookups; docs/PERFORMANCE.md).
         let cpus = self.cpus();
+        let mailboxes = self.mailboxes();
         let mut count: u32 = 0;
         let mut removal = false;
         for (i, state) in cpus.iter() {
-            let member = i != bsp
-                && state.is_present()
-                && !(state.is_empty() && state.pending_op() != OP_REMOVE);
+            let mut member = false;
+            if i != bsp && state.is_present() {
+                let op = state.pending_op();
+                // A slot emptied by a pending removal is still a member.
+                member = op == OP_REMOVE || !state.is_empty();
+                removal |= member && op == OP_REMOVE;
+            }
             // Relaxed: the snapshot is scratch of the BSP's own.
             state.in_set.store(member, Ordering::Relaxed);
-            if member {
-                count += 1;
-                removal |= state.pending_op() == OP_REMOVE;
-            }
+            count += member as u32;
         }
         if removal {
             return Status::INVALID_PARAMETER;
         }
-        // Busy check by claiming; roll back on the first busy AP.
+        // The members with their mailboxes.
         let members = || {
             cpus.iter()
-                .filter(|(_, s)| s.in_set.load(Ordering::Relaxed))
+                .zip(mailboxes.iter())
+                .filter(|((_, s), _)| s.in_set.load(Ordering::Relaxed))
+                .map(|((i, _), (_, m))| (i, m))
         };
+        // Busy check by claiming; roll back on the first busy AP.
         let mut claimed = 0;
         let mut busy = false;
-        for (i, _) in members() {
-            match self.mailbox(i) {
-                Some(m) if m.busy.try_claim() => claimed += 1,
-                _ => {
-                    busy = true;
-                    break;
-                }
+        for (_, m) in members() {
+            if !m.busy.try_claim() {
+                busy = true;
+                break;
             }
+            claimed += 1;
         }
         let unclaim = |n: usize| {
-            for (i, _) in members().take(n) {
-                if let Some(m) = self.mailbox(i) {
-                    m.busy.unclaim();
-                }
+            for (_, m) in members().take(n) {
+                m.busy.unclaim();
             }
         };
         if busy {
@@ -326,23 +329,25 @@ impl Instance {
                 unsafe { put(cpu_status.add(i), value) };
             }
         }
-        for (i, _) in members() {
-            let status = if cpu_status.is_null() {
-                core::ptr::null_mut()
-            } else {
+        let runs = self.run_sems();
+        let mut call = Call {
+            procedure: procedure as usize,
+            argument,
+            kind: KIND_PROCEDURE2,
+            status: core::ptr::null_mut(),
+            token: link,
+        };
+        for (i, m) in members() {
+            if !cpu_status.is_null() {
                 // SAFETY: in bounds of the caller's NumberOfCpus-entry array.
-                unsafe { cpu_status.add(i) }
-            };
-            self.post(
-                i,
-                &Call {
-                    procedure: procedure as usize,
-                    argument,
-                    kind: KIND_PROCEDURE2,
-                    status,
-                    token: link,
-                },
-            );
+                call.status = unsafe { cpu_status.add(i) };
+            }
+            m.post(&call);
+            // As `post`: a run semaphore is never locked and one pending
+            // release per AP never reaches the count where `release` fails.
+            if let Some(run) = runs.get(i) {
+                let _ = run.release();
+            }
         }
         self.stats().bump(Counter::Broadcasts);
         if !token.is_null() {
