@@ -253,10 +253,12 @@ impl Instance {
             return Status::ALREADY_STARTED;
         }
         // One snapshot of the present APs; every later step uses only it.
-        // Each pass walks the CPU, mailbox and run-semaphore arrays side by
-        // side (no per-CPU lookups; docs/PERFORMANCE.md).
+        // Each pass is a plain index loop over the CPU and mailbox arrays
+        // (no per-CPU lookups, no iterator adapters: the BSP's cost per AP
+        // is what broadcast scaling measures; docs/PERFORMANCE.md).
         let cpus = self.cpus();
         let mailboxes = self.mailboxes();
+        let n = cpus.len().min(mailboxes.len());
         let mut count: u32 = 0;
         let mut removal = false;
         for (i, state) in cpus.iter() {
@@ -274,26 +276,36 @@ impl Instance {
         if removal {
             return Status::INVALID_PARAMETER;
         }
-        // The members with their mailboxes.
-        let members = || {
-            cpus.iter()
-                .zip(mailboxes.iter())
-                .filter(|((_, s), _)| s.in_set.load(Ordering::Relaxed))
-                .map(|((i, _), (_, m))| (i, m))
+        // Every CPU with its mailbox; members have `in_set` (Relaxed: the
+        // BSP's own snapshot, written above).
+        let both = || cpus.iter().zip(mailboxes.iter());
+        let member = |i: usize| match (cpus.get(i), mailboxes.get(i)) {
+            (Some(s), Some(m)) if s.in_set.load(Ordering::Relaxed) => Some(m),
+            _ => None,
         };
         // Busy check by claiming; roll back on the first busy AP.
-        let mut claimed = 0;
+        let mut claimed = 0usize;
         let mut busy = false;
-        for (_, m) in members() {
+        for ((_, s), (_, m)) in both() {
+            if !s.in_set.load(Ordering::Relaxed) {
+                continue;
+            }
             if !m.busy.try_claim() {
                 busy = true;
                 break;
             }
             claimed += 1;
         }
-        let unclaim = |n: usize| {
-            for (_, m) in members().take(n) {
-                m.busy.unclaim();
+        // Give back the claims of the first `left` members.
+        let unclaim = |mut left: usize| {
+            for ((_, s), (_, m)) in both() {
+                if left == 0 {
+                    break;
+                }
+                if s.in_set.load(Ordering::Relaxed) {
+                    m.busy.unclaim();
+                    left -= 1;
+                }
             }
         };
         if busy {
@@ -337,7 +349,10 @@ impl Instance {
             status: core::ptr::null_mut(),
             token: link,
         };
-        for (i, m) in members() {
+        for (((i, s), (_, m)), (_, run)) in both().zip(runs.iter()) {
+            if !s.in_set.load(Ordering::Relaxed) {
+                continue;
+            }
             if !cpu_status.is_null() {
                 // SAFETY: in bounds of the caller's NumberOfCpus-entry array.
                 call.status = unsafe { cpu_status.add(i) };
@@ -345,9 +360,7 @@ impl Instance {
             m.post(&call);
             // As `post`: a run semaphore is never locked and one pending
             // release per AP never reaches the count where `release` fails.
-            if let Some(run) = runs.get(i) {
-                let _ = run.release();
-            }
+            let _ = run.release();
         }
         self.stats().bump(Counter::Broadcasts);
         if !token.is_null() {
@@ -356,8 +369,8 @@ impl Instance {
             return Status::SUCCESS;
         }
         let mut result = Status::SUCCESS;
-        for (i, _) in members() {
-            if self.wait_call(i, deadline) == Status::TIMEOUT {
+        for i in 0..n {
+            if member(i).is_some() && self.wait_call(i, deadline) == Status::TIMEOUT {
                 result = Status::TIMEOUT;
             }
         }
