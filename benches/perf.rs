@@ -319,7 +319,7 @@ fn smi_run(relaxed: bool, batches: usize) -> (Batches, MmMpStatistics) {
         // BSP and enters only once CPU 1 announced its entry (the SMI
         // reaching both CPUs); traditional: first-come election. The time
         // source lets an AP that arrived after its SMI ended (preempted
-        // between announcing and checking in) give up after 2 ms instead
+        // between announcing and checking in) give up after 40 ms instead
         // of waiting for ever; such a batch is simply not the fastest.
         election: !relaxed,
         clock: true,

@@ -47,7 +47,9 @@ pub struct Opts {
     pub election: bool,
     /// CpuPause spins (pinned threads, one per core); else it yields.
     pub spin: bool,
-    /// A time source (the TSC) and 1 ms sync timeouts, as firmware has.
+    /// A time source (the TSC) and 20 ms sync timeouts (long enough that a
+    /// preempted BSP thread does not make the AP give up; see
+    /// docs/PERFORMANCE.md, "A hang found").
     pub clock: bool,
     /// CpuPause steps CPU 1 once (one thread plays both CPUs: a blocking
     /// call of the BSP makes progress under callgrind).
@@ -191,8 +193,8 @@ impl Machine {
             table.as_ptr(),
         );
         if opts.clock {
-            cfg.ap_sync_timeout_us = 1000;
-            cfg.ap_sync_timeout2_us = 1000;
+            cfg.ap_sync_timeout_us = 20_000;
+            cfg.ap_sync_timeout2_us = 20_000;
         }
         let mut size = 0usize;
         // SAFETY: valid locals.
