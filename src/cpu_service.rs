@@ -417,11 +417,17 @@ impl Instance {
     }
 
     /// Whether slot `cpu` is expected at a rendezvous: non-empty, not
-    /// lost, not hot-added in this SMI and past its first (init) SMI.
+    /// lost, not hot-added in this SMI and past its first (init) SMI —
+    /// which must not be the SMI in progress: a CPU whose init-only SMI
+    /// coincides with a rendezvous never checks in to it (found by the
+    /// C-ABI fuzzer: without a time source the BSP waited forever). If the
+    /// init SMI ran alone between two SMIs, the CPU is not waited for in
+    /// the next one either (it may still join); it is from then on.
     pub fn is_expected(&self, cpu: usize) -> bool {
         let Some(s) = self.cpu(cpu) else { return false };
         !s.is_empty()
             && !s.needs_init()
+            && s.init_seq() != self.control().smi_seq.load(Ordering::Acquire)
             && s.pending_op() != OP_ADD
             && !self.mailbox(cpu).is_some_and(|m| m.busy.is_lost())
     }

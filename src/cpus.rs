@@ -37,6 +37,9 @@ pub struct CpuState {
     /// AddProcessor, cleared by that first `rendezvous_step`, which returns
     /// at once without joining the rendezvous.
     needs_init: AtomicBool,
+    /// `Control::smi_seq` when this CPU took its init-only SMI: the BSP of
+    /// that SMI must not wait for it (it will not check in).
+    init_seq: AtomicU32,
     // The processor table record, field by field so that it can be read
     // while hot-plug changes a slot.
     apic_id: AtomicU64,
@@ -59,6 +62,7 @@ impl CpuState {
             pending_op: AtomicU32::new(OP_NONE),
             wait_start: AtomicU64::new(0),
             needs_init: AtomicBool::new(false),
+            init_seq: AtomicU32::new(u32::MAX),
             apic_id: AtomicU64::new(info.processor_id),
             status_flag: AtomicU32::new(info.status_flag),
             location: [
@@ -125,6 +129,21 @@ impl CpuState {
     pub fn set_needs_init(&self, v: bool) {
         // Release: see `needs_init`.
         self.needs_init.store(v, Ordering::Release)
+    }
+
+    /// The CPU's own first SMI, in SMI number `seq` (`Control::smi_seq`):
+    /// record `seq`, then clear the flag; `true` if it was set.
+    pub fn take_init_in(&self, seq: u32) -> bool {
+        // Release, and before the AcqRel swap below: a BSP that sees the
+        // flag cleared (Acquire in `needs_init`) also sees `init_seq`.
+        self.init_seq.store(seq, Ordering::Release);
+        self.take_init()
+    }
+
+    /// The SMI number of this CPU's init-only SMI (`u32::MAX`: none yet).
+    pub fn init_seq(&self) -> u32 {
+        // Acquire: pairs with the Release in `take_init_in`.
+        self.init_seq.load(Ordering::Acquire)
     }
 
     /// The CPU's own first SMI: clear the flag; `true` if it was set.

@@ -253,43 +253,58 @@ impl Instance {
             return Status::ALREADY_STARTED;
         }
         // One snapshot of the present APs; every later step uses only it.
+        // Each pass is a plain index loop over the CPU and mailbox arrays
+        // (no per-CPU lookups, no iterator adapters: the BSP's cost per AP
+        // is what broadcast scaling measures; docs/PERFORMANCE.md).
         let cpus = self.cpus();
+        let mailboxes = self.mailboxes();
+        let n = cpus.len().min(mailboxes.len());
         let mut count: u32 = 0;
         let mut removal = false;
         for (i, state) in cpus.iter() {
-            let member = i != bsp
-                && state.is_present()
-                && !(state.is_empty() && state.pending_op() != OP_REMOVE);
+            let mut member = false;
+            if i != bsp && state.is_present() {
+                let op = state.pending_op();
+                // A slot emptied by a pending removal is still a member.
+                member = op == OP_REMOVE || !state.is_empty();
+                removal |= member && op == OP_REMOVE;
+            }
             // Relaxed: the snapshot is scratch of the BSP's own.
             state.in_set.store(member, Ordering::Relaxed);
-            if member {
-                count += 1;
-                removal |= state.pending_op() == OP_REMOVE;
-            }
+            count += member as u32;
         }
         if removal {
             return Status::INVALID_PARAMETER;
         }
-        // Busy check by claiming; roll back on the first busy AP.
-        let members = || {
-            cpus.iter()
-                .filter(|(_, s)| s.in_set.load(Ordering::Relaxed))
+        // Every CPU with its mailbox; members have `in_set` (Relaxed: the
+        // BSP's own snapshot, written above).
+        let both = || cpus.iter().zip(mailboxes.iter());
+        let member = |i: usize| match (cpus.get(i), mailboxes.get(i)) {
+            (Some(s), Some(m)) if s.in_set.load(Ordering::Relaxed) => Some(m),
+            _ => None,
         };
-        let mut claimed = 0;
+        // Busy check by claiming; roll back on the first busy AP.
+        let mut claimed = 0usize;
         let mut busy = false;
-        for (i, _) in members() {
-            match self.mailbox(i) {
-                Some(m) if m.busy.try_claim() => claimed += 1,
-                _ => {
-                    busy = true;
+        for ((_, s), (_, m)) in both() {
+            if !s.in_set.load(Ordering::Relaxed) {
+                continue;
+            }
+            if !m.busy.try_claim() {
+                busy = true;
+                break;
+            }
+            claimed += 1;
+        }
+        // Give back the claims of the first `left` members.
+        let unclaim = |mut left: usize| {
+            for ((_, s), (_, m)) in both() {
+                if left == 0 {
                     break;
                 }
-            }
-        }
-        let unclaim = |n: usize| {
-            for (i, _) in members().take(n) {
-                if let Some(m) = self.mailbox(i) {
+                if s.in_set.load(Ordering::Relaxed) {
                     m.busy.unclaim();
+                    left -= 1;
                 }
             }
         };
@@ -326,23 +341,26 @@ impl Instance {
                 unsafe { put(cpu_status.add(i), value) };
             }
         }
-        for (i, _) in members() {
-            let status = if cpu_status.is_null() {
-                core::ptr::null_mut()
-            } else {
+        let runs = self.run_sems();
+        let mut call = Call {
+            procedure: procedure as usize,
+            argument,
+            kind: KIND_PROCEDURE2,
+            status: core::ptr::null_mut(),
+            token: link,
+        };
+        for (((i, s), (_, m)), (_, run)) in both().zip(runs.iter()) {
+            if !s.in_set.load(Ordering::Relaxed) {
+                continue;
+            }
+            if !cpu_status.is_null() {
                 // SAFETY: in bounds of the caller's NumberOfCpus-entry array.
-                unsafe { cpu_status.add(i) }
-            };
-            self.post(
-                i,
-                &Call {
-                    procedure: procedure as usize,
-                    argument,
-                    kind: KIND_PROCEDURE2,
-                    status,
-                    token: link,
-                },
-            );
+                call.status = unsafe { cpu_status.add(i) };
+            }
+            m.post(&call);
+            // As `post`: a run semaphore is never locked and one pending
+            // release per AP never reaches the count where `release` fails.
+            let _ = run.release();
         }
         self.stats().bump(Counter::Broadcasts);
         if !token.is_null() {
@@ -351,8 +369,8 @@ impl Instance {
             return Status::SUCCESS;
         }
         let mut result = Status::SUCCESS;
-        for (i, _) in members() {
-            if self.wait_call(i, deadline) == Status::TIMEOUT {
+        for i in 0..n {
+            if member(i).is_some() && self.wait_call(i, deadline) == Status::TIMEOUT {
                 result = Status::TIMEOUT;
             }
         }

@@ -399,6 +399,16 @@ impl Instance {
         self.array::<CpuState>(self.layout.cpu).get(cpu)
     }
 
+    /// Every CPU's mailbox (in CPU order).
+    pub fn mailboxes(&self) -> Strided<'_, Mailbox> {
+        self.array(self.layout.mailbox)
+    }
+
+    /// Every CPU's run semaphore (in CPU order).
+    pub fn run_sems(&self) -> Strided<'_, Semaphore> {
+        self.array(self.layout.run)
+    }
+
     pub fn cpus(&self) -> Strided<'_, CpuState> {
         self.array(self.layout.cpu)
     }

@@ -131,9 +131,16 @@ impl<'a, T> Strided<'a, T> {
         }
     }
 
-    /// Iterate over all elements with their index.
+    /// Iterate over all elements with their index (one pointer step per
+    /// element: the broadcast and rendezvous loops run over every CPU).
     pub fn iter(&self) -> impl Iterator<Item = (usize, &'a T)> + '_ {
-        (0..self.layout.len).filter_map(move |i| self.get(i).map(|e| (i, e)))
+        let (base, layout) = (self.base, self.layout);
+        (0..layout.len).map(move |i| {
+            // SAFETY: i < len, as in `get`: the element lies inside the
+            // array the constructor's contract describes.
+            let e = unsafe { &*(base.add(layout.offset + i * layout.stride) as *const T) };
+            (i, e)
+        })
     }
 }
 

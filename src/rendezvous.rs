@@ -123,8 +123,13 @@ impl Instance {
             return Poll::Ready;
         }
         // SPEC §5.3: a hot-added CPU's first SMI only initialises it; it
-        // does not check in (the counter is untouched).
-        if current == IDLE && state.needs_init() && state.take_init() {
+        // does not check in (the counter is untouched). The SMI number is
+        // recorded so that a rendezvous running at the same time does not
+        // wait for this CPU (`is_expected`).
+        if current == IDLE
+            && state.needs_init()
+            && state.take_init_in(self.control().smi_seq.load(Ordering::Acquire))
+        {
             return Poll::Ready;
         }
         loop {

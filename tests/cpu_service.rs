@@ -7,7 +7,7 @@
 mod common;
 
 use std::ffi::c_void;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use common::*;
@@ -320,7 +320,9 @@ unsafe extern "efiapi" fn proc_who_am_i(arg: *mut c_void) -> Status {
 fn wait_present(sim: &Sim, bsp: usize) {
     let n = sim.opts.cpus;
     let live: Vec<usize> = (0..n)
-        .filter(|&c| c != bsp && !sim.dead[c].load(Ordering::SeqCst))
+        .filter(|&c| {
+            c != bsp && !sim.dead[c].load(Ordering::SeqCst) && sim.instance().is_expected(c)
+        })
         .collect();
     sim.pump_until(|| {
         live.iter()
@@ -451,6 +453,14 @@ fn hot_add() {
                 "the init SMI does not join the rendezvous"
             );
             assert_eq!(m.sim.foundation_calls.load(Ordering::SeqCst), 1);
+            // An init SMI taken between two SMIs counts for the next one: its
+            // BSP does not wait for the new CPU (`Instance::is_expected`);
+            // from the SMI after that, it is expected.
+            assert!(!inst.is_expected(new), "not waited for in the next SMI");
+            m.sim.set_handler(|_, _| {});
+            m.broadcast_smi();
+            m.wait_smis(2, 60);
+            m.assert_balanced();
             assert!(inst.is_expected(new));
 
             // SMI 2: an ordinary AP.
@@ -480,7 +490,7 @@ fn hot_add() {
                 s.results.lock().unwrap().push(format!("bsp {bsp}"));
             });
             m.broadcast_smi();
-            m.wait_smis(2, 60);
+            m.wait_smis(3, 60);
             m.assert_balanced();
             checks.assert_ok(9);
             assert_eq!(seen.rec.total(), n - 1, "n={n} relaxed={relaxed}");
@@ -488,7 +498,7 @@ fn hot_add() {
             assert_eq!(who.answers[new].load(Ordering::SeqCst), new);
             let s = m.stats();
             assert_eq!(s.timeouts, 0, "n={n} relaxed={relaxed}: {s:?}");
-            assert_eq!(s.smis, 2);
+            assert_eq!(s.smis, 3);
         }
     }
 }
@@ -627,7 +637,10 @@ fn add_remove_cycle() {
         let phase = Arc::new(AtomicUsize::new(0));
         let (c, r, p) = (checks.clone(), rec.clone(), phase.clone());
         m.sim.set_handler(move |sim, bsp| {
-            if p.load(Ordering::SeqCst) == 0 {
+            let phase = p.load(Ordering::SeqCst);
+            if phase == 2 {
+                // The SMI right after the init SMI (see `hot_add`).
+            } else if phase == 0 {
                 wait_present(sim, bsp);
                 c.eq("add", sim.add_processor(apic(new)), (Status::SUCCESS, new));
             } else {
@@ -664,6 +677,10 @@ fn add_remove_cycle() {
             while inst.cpu(new).unwrap().needs_init() {
                 std::thread::yield_now();
             }
+            m.wait_smis(smis, 60);
+            phase.store(2, Ordering::SeqCst);
+            m.broadcast_smi();
+            smis += 1;
             m.wait_smis(smis, 60);
             // Join, run, get removed (the removal waits if it was the BSP).
             phase.store(1, Ordering::SeqCst);
@@ -729,5 +746,65 @@ fn removing_the_switch_bsp_candidate_cancels_it() {
         // SAFETY: valid instance and out-pointer.
         unsafe { mm_mp::ffi::MmMpGetStatistics(sim.inst, &mut s) };
         assert_eq!((s.smis, s.timeouts), (3, 0));
+    }
+}
+
+/// Found by the C-ABI fuzzer: a hot-added CPU whose init-only SMI is the
+/// same SMI as a rendezvous (the usual case with broadcast SMIs) never
+/// checks in to it; the BSP must not wait for it — without a time source
+/// it used to wait forever. Deterministic: the new CPU is stepped first,
+/// before anyone else arrives. From the next SMI it is an ordinary AP.
+/// (Relaxed mode: a CPU stepped after the BSP ended may start an SMI of
+/// its own; only each step's first handler call is checked.)
+#[test]
+fn init_smi_during_a_rendezvous_is_not_waited_for() {
+    for relaxed in MODES {
+        let new = 2;
+        let sim = Sim::new(
+            Options::new(3)
+                .relaxed(relaxed)
+                .hot_plug(true)
+                .empty(&[new]),
+        );
+        sim.set_hot_plug_id(new, apic(new));
+        let checks = Checks::new();
+        let first = Arc::new(AtomicBool::new(true));
+        let (c, f) = (checks.clone(), first.clone());
+        sim.set_handler(move |sim, _| {
+            if f.swap(false, Ordering::SeqCst) {
+                c.eq("add", sim.add_processor(apic(new)), (Status::SUCCESS, new));
+            }
+        });
+        sim.smi_stepped(&[0, 1]);
+        // The broadcast SMI that is the new CPU's first: it initialises
+        // before CPUs 0 and 1 even arrive. No clock: a wait would hang.
+        sim.set_handler(|_, _| {});
+        sim.smi_stepped(&[new, 0, 1]);
+        assert!(!sim.instance().cpu(new).unwrap().needs_init());
+        // The next SMI: an ordinary AP, waited for and running procedures.
+        let rec: Arc<Record> = Arc::from(Record::new(3));
+        first.store(true, Ordering::SeqCst);
+        let (c, r, f) = (checks.clone(), rec.clone(), first.clone());
+        sim.set_handler(move |sim, bsp| {
+            if !f.swap(false, Ordering::SeqCst) {
+                return;
+            }
+            c.that("expected", sim.instance().is_expected(new));
+            // Relaxed: gather the APs first (traditional: already there).
+            sim.pump_until(|| {
+                (0..3).all(|x| x == bsp || sim.instance().cpu(x).unwrap().is_present())
+            });
+            let mut st = vec![Status(0x77); 3];
+            c.eq(
+                "broadcast",
+                sim.broadcast(p2(proc_count), 0, ptr(&r), None, Some(&mut st)),
+                Status::SUCCESS,
+            );
+            c.eq("new CPU ran", st[new], Status::SUCCESS);
+            c.that("BSP is an old CPU", bsp != new);
+        });
+        sim.smi_stepped(&[0, 1, new]);
+        checks.assert_ok(5);
+        assert_eq!(rec.runs()[new], 1);
     }
 }

@@ -27,6 +27,13 @@ RUSTFLAGS="--cfg loom" cargo test --release --target-dir target/loom --test loom
 echo "== firmware build: undefined symbols, relocations, no reachable panic"
 make -C firmware check
 
+echo "== valgrind memcheck (C example, every export)"
+bash tests/valgrind.sh
+
+echo "== fuzzing the C ABI: smoke run (libFuzzer, ${MM_MP_FUZZ_RUNS:-20000} runs)"
+cargo fmt --manifest-path fuzz/Cargo.toml --check
+bash fuzz/run.sh "${MM_MP_FUZZ_RUNS:-20000}"
+
 echo "== edk2-shim: INF swap tool"
 python3 edk2-shim/tools/test_mmmp_edk2.py
 
