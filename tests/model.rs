@@ -386,6 +386,10 @@ struct Model {
     records: Vec<ProcessorInformation>,
     pending: Vec<u32>,
     needs_init: Vec<bool>,
+    /// SMI number (the library's count of ended SMIs) when the CPU took
+    /// its init-only first SMI.
+    init_seq: Vec<Option<u32>>,
+    smi_seq: u32,
     hp_ids: Vec<u64>,
     candidate: Option<usize>,
     in_smi: bool,
@@ -629,8 +633,20 @@ impl Model {
             .map_or(Vec::new(), |i| self.pool[i].left.clone())
     }
 
+    /// Whether the BSP waits for slot `s` (SPEC §5.3): non-empty, past its
+    /// init-only first SMI — which must not have been taken for the SMI at
+    /// hand (it never checks in to that one) — and not added in this SMI.
     fn expected_cpu(&self, s: usize) -> bool {
-        !self.empty(s) && !self.needs_init[s] && self.pending[s] != OP_ADD
+        !self.empty(s)
+            && !self.needs_init[s]
+            && self.init_seq[s] != Some(self.smi_seq)
+            && self.pending[s] != OP_ADD
+    }
+
+    /// A hot-added CPU takes its init-only first SMI now.
+    fn take_init(&mut self, s: usize) {
+        self.needs_init[s] = false;
+        self.init_seq[s] = Some(self.smi_seq);
     }
 
     /// CPUs that may take an SMI (a CPU hot-added outside an SMI that
@@ -1032,7 +1048,7 @@ impl Runner {
                             "first SMI of hot-added CPU {s} did not return at once"
                         ));
                     }
-                    self.model.needs_init[s] = false;
+                    self.model.take_init(s);
                 }
             }
             Op::Step(k) => {
@@ -1403,16 +1419,26 @@ fn run_smi(sim: &Sim, runner: &Arc<Mutex<Runner>>, mask: u8, rot: u8) {
         // The candidate must take part as an ordinary CPU: if it was never
         // initialised, its first SMI happens now (as in OVMF, inside the
         // hot-plug SMI).
-        let pre_init: Vec<usize> = m
-            .candidate
-            .into_iter()
-            .filter(|&c| m.needs_init[c] && !m.empty(c))
+        // Init-only first SMIs of hot-added CPUs (the candidate's too: it
+        // must take part as an ordinary CPU) are played before the SMI, as
+        // in OVMF inside the hot-plug SMI: they return at once, and the
+        // handler could otherwise run in the BSP's first step, before them.
+        let pre_init: Vec<usize> = (0..n)
+            .filter(|&s| {
+                !m.empty(s) && m.needs_init[s] && (arrivals.contains(&s) || m.candidate == Some(s))
+            })
             .collect();
-        for &c in &pre_init {
-            m.needs_init[c] = false;
+        for &s in &pre_init {
+            m.take_init(s);
         }
-        if !arrivals.iter().any(|&s| !m.needs_init[s]) {
-            if let Some(s) = (0..n).find(|&s| m.eligible(s) && !m.needs_init[s]) {
+        // A CPU that took its init SMI for this SMI is not waited for; it
+        // could still join, which would make the arrival count depend on
+        // the interleaving, so it stays out — unless it is the SwitchBsp
+        // candidate, which then arrives last (everyone else checked in).
+        let candidate = m.candidate.filter(|&c| arrivals.contains(&c));
+        arrivals.retain(|&s| m.expected_cpu(s) || Some(s) == candidate);
+        if arrivals.is_empty() {
+            if let Some(s) = (0..n).find(|&s| m.expected_cpu(s)) {
                 arrivals.push(s);
             }
         }
@@ -1423,29 +1449,14 @@ fn run_smi(sim: &Sim, runner: &Arc<Mutex<Runner>>, mask: u8, rot: u8) {
             rot as usize % arrivals.len()
         };
         arrivals.rotate_left(k);
-        let normal: Vec<usize> = arrivals
-            .iter()
-            .copied()
-            .filter(|&s| !m.needs_init[s])
-            .collect();
-        let bsp = match m.candidate {
-            Some(c) if normal.contains(&c) => Some(c),
-            _ => normal.first().copied(),
-        };
-        // Init-only first SMIs of hot-added CPUs: they return at once, so
-        // they are played before the others (the handler may otherwise run
-        // in the BSP's first step, before them).
-        let mut init_only = Vec::new();
-        for &s in &arrivals {
-            if m.needs_init[s] {
-                m.needs_init[s] = false;
-                init_only.push(s);
-            }
+        if let Some(c) = candidate.filter(|&c| !m.expected_cpu(c)) {
+            arrivals.retain(|&s| s != c);
+            arrivals.push(c);
         }
-        arrivals.retain(|s| !init_only.contains(s));
-        let pre_init: Vec<usize> = pre_init.into_iter().chain(init_only).collect();
-        // Expected after the init-only SMIs; the absent ones are reported
-        // SMI-blocked so the traditional BSP does not wait for them.
+        let normal = arrivals.clone();
+        let bsp = candidate.or(normal.first().copied());
+        // The absent expected CPUs are reported SMI-blocked so the
+        // traditional BSP does not wait for them.
         let expected: Vec<usize> = (0..n).filter(|&s| m.expected_cpu(s)).collect();
         let blocked = expected.iter().filter(|s| !normal.contains(s)).count();
         if let Some(b) = bsp {
@@ -1480,6 +1491,7 @@ fn run_smi(sim: &Sim, runner: &Arc<Mutex<Runner>>, mask: u8, rot: u8) {
             *p = OP_NONE;
         }
         m.pool.clear();
+        m.smi_seq = m.smi_seq.wrapping_add(1);
         m.present.iter_mut().for_each(|p| *p = false);
         m.in_smi = false;
         m.bsp = NONE;
@@ -1521,6 +1533,8 @@ fn run_case(c: &Cfg, ops: &[Op]) -> Result<(), TestCaseError> {
         records: table.clone(),
         pending: vec![OP_NONE; n],
         needs_init: vec![false; n],
+        init_seq: vec![None; n],
+        smi_seq: 0,
         hp_ids: table.iter().map(|r| r.processor_id).collect(),
         candidate: None,
         in_smi: false,
