@@ -282,6 +282,7 @@ fn op() -> impl Strategy<Value = Op> {
 #[derive(Clone, Debug)]
 struct Cfg {
     cpus: usize,
+    relaxed: bool,
     tokens: u32,
     time: bool,
     hot_plug: bool,
@@ -292,7 +293,7 @@ struct Cfg {
 
 fn cfg() -> impl Strategy<Value = Cfg> {
     (
-        2usize..=5,
+        (2usize..=5, any::<bool>()),
         1u32..=4,
         any::<bool>(),
         prop::bool::weighted(0.8),
@@ -301,8 +302,9 @@ fn cfg() -> impl Strategy<Value = Cfg> {
         prop::collection::vec(0u8..3, 5),
     )
         .prop_map(
-            |(cpus, tokens, time, hot_plug, blocking_startup, empty_mask, rets)| Cfg {
+            |((cpus, relaxed), tokens, time, hot_plug, blocking_startup, empty_mask, rets)| Cfg {
                 cpus,
+                relaxed,
                 tokens,
                 time,
                 hot_plug,
@@ -1359,6 +1361,23 @@ impl Runner {
         self.thaw(sim, &[]);
         // The handler runs on the BSP.
         self.model.caller = self.model.bsp;
+        // Relaxed (SPEC §6.1): the BSP runs the handlers at once; the APs of
+        // this SMI join the dispatch loop as they arrive. Let every arriving
+        // AP get there first, so presence is what the model says.
+        let inst = sim.instance();
+        let m = &self.model;
+        let aps: Vec<usize> = (0..m.n).filter(|&c| m.present[c] && c != m.bsp).collect();
+        for ap in aps {
+            for _ in 0..4 {
+                if inst.cpu(ap).is_some_and(|s| s.is_present()) {
+                    break;
+                }
+                sim.step(ap);
+            }
+            if !inst.cpu(ap).is_some_and(|s| s.is_present()) {
+                self.fail(format!("AP {ap} of this SMI never became present"));
+            }
+        }
         while self.failure.is_none() {
             let Some(op) = self.ops.pop_front() else {
                 break;
@@ -1511,6 +1530,7 @@ fn run_case(c: &Cfg, ops: &[Op]) -> Result<(), TestCaseError> {
         })
         .hot_plug(c.hot_plug)
         .blocking_startup(c.blocking_startup)
+        .relaxed(c.relaxed)
         .empty(&empty);
     let table = processor_table(&opts);
     let sim = Sim::new(opts);
