@@ -16,7 +16,7 @@ use crate::efi::{
     CpuInterruptHandler, ExceptionType, ExtendedProcessorInformation, ProcessorInformation, Status,
     INVALID_APIC_ID,
 };
-use crate::instance::Instance;
+use crate::instance::{Instance, NO_BSP};
 use crate::memory::Strided;
 use crate::sync::atomic::{AtomicU64, Ordering};
 
@@ -353,6 +353,16 @@ impl Instance {
         state.set_needs_init(false);
         self.set_hot_plug_apic_id(number, INVALID_APIC_ID);
         self.apic_map().remove(apic_id, number);
+        // A removed CPU can never win the election its SwitchBsp asked for
+        // (possible when the SwitchBsp's SMI ended before this call):
+        // cancel it, or no CPU could become BSP again. AcqRel/Relaxed as
+        // the store in `switch_bsp`; we hold the hot-plug lock.
+        let _ = self.control().bsp_candidate.compare_exchange(
+            number as u32,
+            NO_BSP,
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        );
         Status::SUCCESS
     }
 

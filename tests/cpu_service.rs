@@ -713,6 +713,42 @@ fn add_remove_cycle() {
     }
 }
 
+/// Regression (found by tests/model.rs): SwitchBsp(c) in one SMI, then
+/// RemoveProcessor(c) outside an SMI, left `c` the only CPU allowed to win
+/// the next election: no CPU could ever become BSP again (every later SMI
+/// hung without a time source, or was abandoned by every AP with one).
+/// Removing the candidate now cancels its SwitchBsp.
+#[test]
+fn removing_the_switch_bsp_candidate_cancels_it() {
+    for time in [false, true] {
+        let clock = if time {
+            Clock::Manual { per_pause: 10_000 }
+        } else {
+            Clock::None
+        };
+        let sim = Sim::new(Options::new(4).hot_plug(true).clock(clock));
+        let bsps = Arc::new(Mutex::new(Vec::new()));
+        let b = bsps.clone();
+        sim.set_handler(move |sim, bsp| {
+            let mut b = b.lock().unwrap();
+            if b.is_empty() {
+                assert_eq!(sim.switch_bsp(2), Status::SUCCESS);
+            }
+            b.push(bsp);
+        });
+        sim.smi_stepped(&[0, 1, 2, 3]);
+        assert_eq!(sim.remove_processor(2), Status::SUCCESS);
+        sim.blocked.store(0, Ordering::SeqCst);
+        sim.smi_stepped(&[3, 0, 1]);
+        sim.smi_stepped(&[1, 3, 0]);
+        assert_eq!(*bsps.lock().unwrap(), vec![0, 3, 1], "time source: {time}");
+        let mut s = mm_mp::ffi::MmMpStatistics::default();
+        // SAFETY: valid instance and out-pointer.
+        unsafe { mm_mp::ffi::MmMpGetStatistics(sim.inst, &mut s) };
+        assert_eq!((s.smis, s.timeouts), (3, 0));
+    }
+}
+
 /// Found by the C-ABI fuzzer: a hot-added CPU whose init-only SMI is the
 /// same SMI as a rendezvous (the usual case with broadcast SMIs) never
 /// checks in to it; the BSP must not wait for it — without a time source

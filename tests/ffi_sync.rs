@@ -1,31 +1,14 @@
 //! The `MmMpSync*` exports (SPEC §7, §11) through the C ABI: set-up rules,
 //! hostile arguments, and EDK2's BSP/AP flow on real threads.
+mod common;
+
 use std::ffi::c_void;
 
 use mm_mp::efi::Status;
 use mm_mp::ffi::*;
 
 fn context(cpus: usize) -> (Vec<u8>, *mut MmMpSyncContext) {
-    let mut size = 0;
-    // SAFETY: valid out-pointer.
-    assert_eq!(
-        unsafe { MmMpSyncGetRequiredSize(cpus, 64, &mut size) },
-        Status::SUCCESS
-    );
-    let mut mem = vec![0u8; size + 64];
-    let off = (64 - mem.as_ptr() as usize % 64) % 64;
-    let mut ctx = std::ptr::null_mut();
-    // SAFETY: `size` bytes at a 64-aligned offset inside `mem`.
-    let st = unsafe {
-        MmMpSyncContextInit(
-            mem.as_mut_ptr().add(off) as *mut c_void,
-            size,
-            cpus,
-            64,
-            &mut ctx,
-        )
-    };
-    assert_eq!(st, Status::SUCCESS);
+    let (mem, _, _, ctx) = common::new_sync_context(cpus);
     (mem, ctx)
 }
 

@@ -211,6 +211,12 @@ pub struct Sim {
     pub hot_plug_ids: Box<[AtomicU64]>,
     /// RegisterExceptionHandler hook calls: (type, handler address).
     pub exception_handlers: Mutex<Vec<(ExceptionType, usize)>>,
+    /// Pause watchdog: when non-zero, more than this many `CpuPause` calls
+    /// since the last `Sim::reset_watchdog` abort the process (a test whose
+    /// expectation is wrong must not spin for ever inside a callback, where
+    /// a panic cannot unwind).
+    pub pause_limit: AtomicU64,
+    pauses: AtomicU64,
     sched: Mutex<Sched>,
     /// Called on every GetTicks until it returns `true` (then removed).
     pub tick_hook: Mutex<Option<TickHook>>,
@@ -244,6 +250,11 @@ unsafe extern "efiapi" fn cb_ticks(ctx: *mut c_void) -> u64 {
 
 unsafe extern "efiapi" fn cb_pause(ctx: *mut c_void) {
     let sim = sim_of(ctx);
+    let limit = sim.pause_limit.load(Ordering::Relaxed);
+    if limit != 0 && sim.pauses.fetch_add(1, Ordering::Relaxed) >= limit {
+        eprintln!("pause watchdog: more than {limit} pauses in one call");
+        std::process::abort();
+    }
     if let Clock::Manual { per_pause } = sim.opts.clock {
         sim.ticks.fetch_add(per_pause, Ordering::SeqCst);
     }
@@ -537,6 +548,8 @@ impl Sim {
                 .map(|p| AtomicU64::new(p.processor_id))
                 .collect(),
             exception_handlers: Mutex::new(Vec::new()),
+            pause_limit: AtomicU64::new(0),
+            pauses: AtomicU64::new(0),
             sched: Mutex::new(Sched::default()),
             tick_hook: Mutex::new(None),
         });
@@ -686,6 +699,11 @@ impl Sim {
         }
         self.sched.lock().unwrap().enabled = false;
         self.stepping.store(false, Ordering::SeqCst);
+    }
+
+    /// Start a new watchdog period (see `pause_limit`).
+    pub fn reset_watchdog(&self) {
+        self.pauses.store(0, Ordering::Relaxed);
     }
 
     /// Keep the pause hook from stepping `cpu` (or allow it again).
@@ -956,6 +974,15 @@ pub fn p1(f: unsafe extern "efiapi" fn(*mut c_void)) -> ApProcedure {
 
 pub const NULL_TOKEN: MmCompletion = std::ptr::null_mut();
 
+/// An out-pointer argument: NULL when `null`, else `v`.
+pub fn out_or_null<T>(null: bool, v: &mut T) -> *mut T {
+    if null {
+        std::ptr::null_mut()
+    } else {
+        v
+    }
+}
+
 /// Collects expectation failures inside callbacks (a panic there would
 /// abort the process: callbacks are `extern "efiapi"`, which cannot unwind).
 #[derive(Default)]
@@ -987,6 +1014,35 @@ impl Checks {
         let n = self.count.load(Ordering::SeqCst);
         assert!(n >= min, "only {n} checks ran, expected at least {min}");
     }
+}
+
+// -- SmmCpuSyncLib contexts (SPEC §7) in test memory ------------------------------
+
+/// A fresh `MM_MP_SYNC_CONTEXT` for `cpus` CPUs (64-byte lines) built by
+/// the C export in a Vec: (memory, offset of the context, its size, the
+/// context pointer). The Vec must outlive the pointer.
+pub fn new_sync_context(cpus: usize) -> (Vec<u8>, usize, usize, *mut MmMpSyncContext) {
+    let mut size = 0usize;
+    // SAFETY: valid out-pointer.
+    assert_eq!(
+        unsafe { MmMpSyncGetRequiredSize(cpus, 64, &mut size) },
+        Status::SUCCESS
+    );
+    let mut mem = vec![0u8; size + 64];
+    let off = (64 - mem.as_ptr() as usize % 64) % 64;
+    let mut ctx = std::ptr::null_mut();
+    // SAFETY: `size` bytes at a 64-aligned offset inside `mem`.
+    let st = unsafe {
+        MmMpSyncContextInit(
+            mem.as_mut_ptr().add(off) as *mut c_void,
+            size,
+            cpus,
+            64,
+            &mut ctx,
+        )
+    };
+    assert_eq!(st, Status::SUCCESS);
+    (mem, off, size, ctx)
 }
 
 // -- the persistent machine: one thread per CPU taking SMIs ------------------
