@@ -674,8 +674,18 @@ impl Instance {
     }
 
     /// The BSP never came: check out and leave once no SMI is in sync.
+    ///
+    /// The BSP may have come after all, between our last look at "BSP
+    /// inside" and the check-out: then the door is locked, the check-out
+    /// is refused, and that BSP counted this CPU and waits for it (relaxed:
+    /// for its Present flag; traditional: at the barrier). Leaving would
+    /// hang it, so the CPU joins the SMI instead ("BSP inside" is set from
+    /// before the lock until every counted CPU has joined). EDK2 ignores
+    /// the refused check-out and hangs there.
     fn ap_give_up(&self, cpu: usize) -> Step {
-        let _ = self.sync().check_out(cpu);
+        if self.sync().check_out(cpu) == Status::ABORTED && self.in_smi() {
+            return Step::Go(AP_WAIT_BSP);
+        }
         self.stats().bump(Counter::Timeouts);
         self.log(LOG_WARN, c"mm-mp: AP gave up waiting for the BSP");
         Step::Go(AP_EXIT)

@@ -743,3 +743,68 @@ fn every_arrival_order_completes() {
         }
     }
 }
+
+/// Found by the benchmarks under load (issue 6): an AP gives up waiting
+/// for the BSP in the very moment the BSP comes in and locks the door
+/// with the AP counted. The AP's check-out is then refused; if it left,
+/// the relaxed BSP would wait forever for its Present flag (EDK2 does).
+/// Deterministic: the BSP is stepped from inside the AP's last clock read,
+/// between its "BSP inside?" look and its check-out. Now the AP joins.
+#[test]
+fn ap_giving_up_as_the_bsp_locks_the_door_joins_instead() {
+    for relaxed in [true, false] {
+        let sim = Sim::new(
+            Options::new(2)
+                .relaxed(relaxed)
+                .fixed_bsp(0)
+                .clock(Clock::Manual { per_pause: 0 })
+                .timeout_us(10),
+        );
+        let rec = arc_record(2);
+        let r = rec.clone();
+        sim.set_handler(move |sim, _| {
+            // Traditional: the AP is in (it joined at the barrier). Relaxed:
+            // the handler runs at once, before the AP (on the stack below)
+            // can mark itself present.
+            // Non-blocking: this test steps the CPUs itself (no pause-hook
+            // stepping), so the BSP must not wait inside the handler.
+            if sim.instance().cpu(1).unwrap().is_present() {
+                let mut t: MmCompletion = NULL_TOKEN;
+                sim.dispatch(p2(proc_count), 1, 0, arg(&r), Some(&mut t), None);
+            }
+        });
+        // The AP arrives alone and waits for the BSP; its first timeout
+        // sends the BSP an SMI IPI; then its second timeout runs out.
+        assert!(!sim.step(1));
+        sim.advance(1_000_000);
+        assert!(!sim.step(1));
+        assert_eq!(sim.ipis.lock().unwrap().len(), 1);
+        sim.advance(1_000_000);
+        // The clock read that decides the give-up: the BSP enters now.
+        *sim.tick_hook.lock().unwrap() = Some(Box::new(|sim: &Sim| {
+            sim.step(0);
+            true
+        }));
+        let (mut ap_done, mut bsp_done) = (sim.step(1), false);
+        for _ in 0..10_000 {
+            if ap_done && bsp_done {
+                break;
+            }
+            bsp_done = bsp_done || sim.step(0);
+            ap_done = ap_done || sim.step(1);
+        }
+        assert!(
+            ap_done && bsp_done,
+            "relaxed={relaxed}: the SMI did not end"
+        );
+        let want = if relaxed { vec![0, 0] } else { vec![0, 1] };
+        assert_eq!(
+            rec.runs(),
+            want,
+            "traditional: the AP joined and ran the procedure"
+        );
+        assert!(!sim.instance().cpu(1).unwrap().is_present());
+        assert_eq!(sim.instance().arrival().value(), 0);
+        assert_eq!(sim.instance().run_sem(1).unwrap().value(), 0);
+    }
+}

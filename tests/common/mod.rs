@@ -154,6 +154,8 @@ impl Options {
 }
 
 type Handler = Box<dyn Fn(&Sim, usize) + Send + Sync>;
+/// See `Sim::tick_hook`.
+pub type TickHook = Box<dyn Fn(&Sim) -> bool + Send + Sync>;
 
 /// Deterministic scheduler state.
 #[derive(Default)]
@@ -216,6 +218,8 @@ pub struct Sim {
     pub pause_limit: AtomicU64,
     pauses: AtomicU64,
     sched: Mutex<Sched>,
+    /// Called on every GetTicks until it returns `true` (then removed).
+    pub tick_hook: Mutex<Option<TickHook>>,
 }
 
 // SAFETY (test code): the instance is shared by design; the raw buffer is
@@ -230,6 +234,14 @@ fn sim_of<'a>(ctx: *mut c_void) -> &'a Sim {
 
 unsafe extern "efiapi" fn cb_ticks(ctx: *mut c_void) -> u64 {
     let sim = sim_of(ctx);
+    // A test's hook runs first: it may step other CPUs at the exact moment
+    // a CPU reads the clock (deterministic races).
+    let hook = sim.tick_hook.lock().unwrap().take();
+    if let Some(h) = hook {
+        if !h(sim) {
+            *sim.tick_hook.lock().unwrap() = Some(h);
+        }
+    }
     match sim.opts.clock {
         Clock::Real => sim.start.elapsed().as_nanos() as u64,
         _ => sim.ticks.load(Ordering::SeqCst),
@@ -539,6 +551,7 @@ impl Sim {
             pause_limit: AtomicU64::new(0),
             pauses: AtomicU64::new(0),
             sched: Mutex::new(Sched::default()),
+            tick_hook: Mutex::new(None),
         });
         if opts.hot_plug_array {
             // AtomicU64 has the layout of u64; the Sim owns the array for
