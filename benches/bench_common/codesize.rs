@@ -1,19 +1,17 @@
 //! Section [6]: the bytes a firmware module calling every export pulls in
 //! from the release library built with the firmware flags of SPEC §9.
 //!
-//! 1. `cargo build --release --lib` into `target/fw` with
-//!    `RUSTFLAGS="-C no-redzone=yes -C relocation-model=pic -C code-model=small"`
-//!    (panic = "abort" is in the release profile);
-//! 2. `cc -Os -ffunction-sections -fdata-sections benches/codesize/all_exports.c
-//!    libmm_mp.a -Wl,--gc-sections -Wl,-Map=...`;
-//! 3. sum the sizes of the input sections from `libmm_mp.a` that the map
+//! 1. `make -C firmware target/firmware/libmm_mp-plain.a`: the firmware build
+//!    of SPEC §9 (firmware/Makefile: the SMM code-generation flags, the
+//!    release profile's panic = "abort", rustc's embedded bitcode removed);
+//! 2. `cc -Os -ffunction-sections -fdata-sections firmware/all_exports.c
+//!    libmm_mp-plain.a -Wl,--gc-sections -Wl,-Map=...` (the program the
+//!    no-reachable-panic check links: every export and protocol member);
+//! 3. sum the sizes of the input sections from the library that the map
 //!    file shows kept, by kind.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-pub const FIRMWARE_RUSTFLAGS: &str =
-    "-C no-redzone=yes -C relocation-model=pic -C code-model=small";
 
 #[derive(Default, Debug)]
 pub struct Sizes {
@@ -42,27 +40,26 @@ fn run(cmd: &mut Command) -> Result<(), String> {
 
 pub fn measure() -> Result<Sizes, String> {
     let root = root();
-    let target = root.join("target/fw");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    run(Command::new(cargo)
-        .current_dir(&root)
-        .args(["build", "--release", "--lib", "--target-dir"])
-        .arg(&target)
-        .env("RUSTFLAGS", FIRMWARE_RUSTFLAGS))?;
-    let lib = target.join("release/libmm_mp.a");
+    let target = root.join("target/firmware");
+    let lib = target.join("libmm_mp-plain.a");
+    run(Command::new("make")
+        .arg("-s")
+        .arg("-C")
+        .arg(root.join("firmware"))
+        .arg(&lib))?;
     let out_dir = target.join("codesize");
     std::fs::create_dir_all(&out_dir).map_err(|e| e.to_string())?;
     let map = out_dir.join("all_exports.map");
     run(Command::new("cc")
         .args(["-Os", "-ffunction-sections", "-fdata-sections", "-I"])
         .arg(root.join("include"))
-        .arg(root.join("benches/codesize/all_exports.c"))
+        .arg(root.join("firmware/all_exports.c"))
         .arg(&lib)
         .arg("-Wl,--gc-sections")
         .arg(format!("-Wl,-Map={}", map.display()))
         .arg("-o")
         .arg(out_dir.join("all_exports")))?;
-    parse_map(&map, "libmm_mp.a(")
+    parse_map(&map, "libmm_mp-plain.a(")
 }
 
 /// Sum the kept input sections of `archive` in a GNU ld map file.
