@@ -45,26 +45,8 @@ fn clocked(per_pause: u64) -> Options {
         .timeout_us(1_000)
 }
 
-fn stats(sim: &Sim) -> MmMpStatistics {
-    let mut s = MmMpStatistics::default();
-    // SAFETY: valid instance and out-pointer.
-    assert_eq!(
-        unsafe { MmMpGetStatistics(sim.inst, &mut s) },
-        Status::SUCCESS
-    );
-    s
-}
-
 fn assert_balanced(sim: &Sim) {
-    let inst = sim.instance();
-    assert_eq!(inst.arrival().value(), 0, "arrival counter");
-    for c in 0..sim.opts.cpus {
-        assert_eq!(
-            inst.run_sem(c).unwrap().value(),
-            0,
-            "run semaphore of CPU {c}"
-        );
-    }
+    sim.assert_balanced();
     assert_eq!(sim.current_bsp(), usize::MAX, "no SMI in progress");
 }
 
@@ -166,7 +148,7 @@ fn ap_never_arrives() {
             sim.ipis.lock().unwrap().contains(&apic(3)),
             "IPI to the missing AP"
         );
-        let s = stats(&sim);
+        let s = sim.stats();
         assert_eq!((s.smis, s.broadcasts, s.lost_aps), (1, 1, 0));
         assert!(s.timeouts >= 1);
         assert_eq!(rec.runs(), vec![0, 1, 1, 0]);
@@ -217,7 +199,7 @@ fn bsp_never_arrives() {
             3,
             "each AP pulls the BSP once"
         );
-        let s = stats(&sim);
+        let s = sim.stats();
         assert_eq!(s.smis, 0);
         assert!(s.timeouts >= 3, "each AP timed out: {s:?}");
         assert_eq!(
@@ -471,7 +453,7 @@ fn late_ap_at_every_point() {
             }
             let sets: Vec<Vec<Status>> =
                 arrays.lock().unwrap().iter().map(|a| a.to_vec()).collect();
-            let s = stats(&sim);
+            let s = sim.stats();
             assert_eq!(sim.foundation_calls.load(Ordering::SeqCst), sets.len());
             assert_eq!(s.smis as usize, sets.len());
             let late = s.late_cpus == 1;
@@ -627,7 +609,7 @@ fn cpu_removed_while_broadcast_pending() {
         );
         let set = sets.lock().unwrap()[0].clone();
         assert_eq!(set[2], Status::NOT_STARTED);
-        assert_eq!(stats(&sim).timeouts, 0);
+        assert_eq!(sim.stats().timeouts, 0);
         assert_balanced(&sim);
     }
 }
@@ -749,7 +731,7 @@ fn time_jumps_backwards() {
     assert_balanced(&sim);
     sim.smi_stepped(&[0, 1, 2, 3]);
     assert_eq!(sim.foundation_calls.load(Ordering::SeqCst), 2);
-    assert_eq!(stats(&sim).timeouts, 1, "the arrival wait");
+    assert_eq!(sim.stats().timeouts, 1, "the arrival wait");
 }
 
 /// SPEC §6.6 / §7 through the C ABI: the 32-bit counters at their limits.
@@ -847,7 +829,7 @@ fn arrival_counter_at_its_limit() {
         sim.instance().arrival().set(SEMAPHORE_LOCKED - 1);
         sim.smi_stepped(&[0, 1, 2, 3]);
         assert_eq!(sim.foundation_calls.load(Ordering::SeqCst), 0);
-        assert_eq!(stats(&sim).late_cpus, 4);
+        assert_eq!(sim.stats().late_cpus, 4);
         assert_eq!(
             sim.instance().arrival().value(),
             SEMAPHORE_LOCKED - 1,
@@ -859,7 +841,7 @@ fn arrival_counter_at_its_limit() {
         // Relaxed: the BSP may finish before the others check in, and
         // each of them then takes an SMI of its own.
         assert!(if relaxed { f >= 1 } else { f == 1 }, "{f} SMIs");
-        assert_eq!(stats(&sim).smis as usize, f);
+        assert_eq!(sim.stats().smis as usize, f);
         assert_balanced(&sim);
     }
 }
@@ -917,7 +899,7 @@ fn second_smi_while_cpus_leave_the_first() {
             if smis > 1 {
                 multi += 1;
             }
-            let s = stats(&sim);
+            let s = sim.stats();
             assert_eq!(
                 sim.foundation_calls.load(Ordering::SeqCst),
                 smis,

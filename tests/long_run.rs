@@ -29,6 +29,30 @@ struct Counts {
     failures: AtomicUsize,
 }
 
+impl Counts {
+    fn new(n: usize) -> Arc<Counts> {
+        Arc::new(Counts {
+            rec: Arc::from(Record::new(n)),
+            expected: AtomicUsize::new(0),
+            failures: AtomicUsize::new(0),
+        })
+    }
+
+    /// At the end of a run: no failed call, exact procedure counts, `smis`
+    /// SMIs handled. Returns the statistics.
+    fn verify(&self, m: &Machine, smis: usize) -> MmMpStatistics {
+        assert_eq!(self.failures.load(Ordering::SeqCst), 0);
+        assert_eq!(
+            self.rec.total(),
+            self.expected.load(Ordering::SeqCst),
+            "exact procedure counts"
+        );
+        let s = m.stats();
+        assert_eq!(s.smis as usize, smis);
+        s
+    }
+}
+
 /// The BSP's work in every SMI: gather the APs (relaxed), broadcast with a
 /// status array, one token dispatch waited for; exact counts in `c`.
 fn work(sim: &Sim, bsp: usize, c: &Counts, relaxed: bool) {
@@ -97,11 +121,7 @@ fn run(relaxed: bool, n: usize, total: usize) -> (std::time::Duration, MmMpStati
             .timeout_us(500)
             .tokens(8),
     );
-    let counts = Arc::new(Counts {
-        rec: Arc::from(Record::new(n)),
-        expected: AtomicUsize::new(0),
-        failures: AtomicUsize::new(0),
-    });
+    let counts = Counts::new(n);
     let c = counts.clone();
     m.sim
         .set_handler(move |sim, bsp| work(sim, bsp, &c, relaxed));
@@ -112,15 +132,7 @@ fn run(relaxed: bool, n: usize, total: usize) -> (std::time::Duration, MmMpStati
         m.assert_balanced();
     }
     let elapsed = start.elapsed();
-    assert_eq!(counts.failures.load(Ordering::SeqCst), 0);
-    assert_eq!(
-        counts.rec.total(),
-        counts.expected.load(Ordering::SeqCst),
-        "exact procedure counts"
-    );
-    let s = m.stats();
-    assert_eq!(s.smis as usize, total);
-    (elapsed, s)
+    (elapsed, counts.verify(&m, total))
 }
 
 /// Hot-plug mixed in: 4 CPUs and one hot-pluggable slot; every
@@ -141,11 +153,7 @@ fn run_hot_plug(relaxed: bool, total: usize) -> (std::time::Duration, MmMpStatis
             .timeout_us(500)
             .tokens(8),
     );
-    let counts = Arc::new(Counts {
-        rec: Arc::from(Record::new(n)),
-        expected: AtomicUsize::new(0),
-        failures: AtomicUsize::new(0),
-    });
+    let counts = Counts::new(n);
     // 0: plain work; 1: add the CPU; 2: remove it.
     let op = Arc::new(AtomicUsize::new(0));
     let (c, o) = (counts.clone(), op.clone());
@@ -226,15 +234,7 @@ fn run_hot_plug(relaxed: bool, total: usize) -> (std::time::Duration, MmMpStatis
         cycles += 1;
     }
     let elapsed = start.elapsed();
-    assert_eq!(counts.failures.load(Ordering::SeqCst), 0);
-    assert_eq!(
-        counts.rec.total(),
-        counts.expected.load(Ordering::SeqCst),
-        "exact procedure counts"
-    );
-    let s = m.stats();
-    assert_eq!(s.smis as usize, smis);
-    (elapsed, s, cycles)
+    (elapsed, counts.verify(&m, smis), cycles)
 }
 
 fn report(what: &str, total: usize, t: std::time::Duration, s: &MmMpStatistics) {

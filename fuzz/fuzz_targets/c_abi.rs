@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use common::*;
 use libfuzzer_sys::fuzz_target;
 use mm_mp::efi::{MmCompletion, Status};
-use mm_mp::ffi::{MmMpGetStatistics, MmMpStatistics};
+use mm_mp::ffi::MmMpStatistics;
 
 /// Bytes → values, never failing (missing bytes read as zero).
 struct Input<'a> {
@@ -136,14 +136,6 @@ fn trace(in_smi: bool, what: std::fmt::Arguments) {
 
 fn allowed(what: &str, got: Status, set: &[Status]) {
     assert!(set.contains(&got), "{what}: status {got:?} not in {set:?}");
-}
-
-fn statistics(sim: &Sim) -> MmMpStatistics {
-    let mut s = MmMpStatistics::default();
-    // SAFETY: valid instance and out-pointer.
-    let st = unsafe { MmMpGetStatistics(sim.inst, &mut s) };
-    assert_eq!(st, Status::SUCCESS);
-    s
 }
 
 /// One call chosen by the input; `in_smi`: made by the BSP inside an SMI.
@@ -502,8 +494,7 @@ fn one_call(sim: &Sim, inp: &mut Input, seen: &Shared, rec: &Record, in_smi: boo
 unsafe extern "efiapi" fn legacy_startup(_arg: *mut c_void) {}
 
 fn check_after_smi(sim: &Sim, before: &MmMpStatistics) {
-    let inst = sim.instance();
-    let after = statistics(sim);
+    let after = sim.stats();
     for (name, b, a) in [
         ("smis", before.smis, after.smis),
         ("spurious", before.spurious_smis, after.spurious_smis),
@@ -516,14 +507,7 @@ fn check_after_smi(sim: &Sim, before: &MmMpStatistics) {
     ] {
         assert!(a >= b, "statistics.{name} went down: {b} -> {a}");
     }
-    assert_eq!(inst.arrival().value(), 0, "arrival counter after the SMI");
-    for c in 0..sim.opts.cpus {
-        assert_eq!(
-            inst.run_sem(c).map(|s| s.value()),
-            Some(0),
-            "run semaphore of CPU {c} after the SMI"
-        );
-    }
+    sim.assert_balanced();
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -565,7 +549,7 @@ fuzz_target!(|data: &[u8]| {
                 one_call(sim, &mut inner, &s, &r, true);
             }
         });
-        let before = statistics(&sim);
+        let before = sim.stats();
         let order: Vec<usize> = (0..cpus).collect();
         trace(false, format_args!("SMI ({calls} calls)"));
         sim.smi_stepped(&order);

@@ -883,6 +883,30 @@ impl Sim {
         let st = unsafe { (cs.who_am_i)(cs, &mut n) };
         (st, n)
     }
+    /// Every run semaphore and the arrival counter back at zero (between
+    /// SMIs).
+    pub fn assert_balanced(&self) {
+        let inst = self.instance();
+        for c in 0..self.opts.cpus {
+            assert_eq!(
+                inst.run_sem(c).unwrap().value(),
+                0,
+                "run semaphore of CPU {c}"
+            );
+        }
+        assert_eq!(inst.arrival().value(), 0, "arrival counter");
+    }
+
+    /// MM_MP_STATISTICS through the C ABI.
+    pub fn stats(&self) -> MmMpStatistics {
+        let mut s = MmMpStatistics::default();
+        // SAFETY: valid instance and out-pointer.
+        assert_eq!(
+            unsafe { MmMpGetStatistics(self.inst, &mut s) },
+            Status::SUCCESS
+        );
+        s
+    }
 }
 
 impl Drop for Sim {
@@ -1149,25 +1173,11 @@ impl Machine {
 
     /// Every run semaphore and the arrival counter back at zero.
     pub fn assert_balanced(&self) {
-        let inst = self.sim.instance();
-        for c in 0..self.sim.opts.cpus {
-            assert_eq!(
-                inst.run_sem(c).unwrap().value(),
-                0,
-                "run semaphore of CPU {c}"
-            );
-        }
-        assert_eq!(inst.arrival().value(), 0, "arrival counter");
+        self.sim.assert_balanced();
     }
 
     pub fn stats(&self) -> MmMpStatistics {
-        let mut s = MmMpStatistics::default();
-        // SAFETY: valid instance and out-pointer.
-        assert_eq!(
-            unsafe { MmMpGetStatistics(self.sim.inst, &mut s) },
-            Status::SUCCESS
-        );
-        s
+        self.sim.stats()
     }
 }
 
