@@ -429,6 +429,6 @@ impl Instance {
             && !s.needs_init()
             && s.init_seq() != self.control().smi_seq.load(Ordering::Acquire)
             && s.pending_op() != OP_ADD
-            && !self.mailbox(cpu).is_some_and(|m| m.busy.is_lost())
+            && !self.mailbox(cpu).is_some_and(|m| m.is_lost())
     }
 }

@@ -24,11 +24,12 @@ pub struct CpuState {
     pub bsp: AtomicU32,
     /// Checked into the current SMI and in (or entering) the dispatch loop.
     pub present: AtomicBool,
-    /// Marked lost by the BSP: its procedure outlived the exit timeout.
-    /// Cleared by the AP itself when the procedure returns.
-    pub lost: AtomicBool,
     /// Broadcast snapshot scratch (written by the BSP only).
     pub in_set: AtomicBool,
+    /// The BSP's copy of the tag of the last call posted to this CPU's
+    /// mailbox (`mailbox::Channel`): the BSP checks and waits on calls
+    /// without reading the request line the AP polls.
+    pub posted: AtomicU32,
     /// Pending operation (`OP_*`).
     pub pending_op: AtomicU32,
     /// Start tick of this CPU's current timed wait.
@@ -57,8 +58,8 @@ impl CpuState {
             remaining: AtomicU32::new(0),
             bsp: AtomicU32::new(u32::MAX),
             present: AtomicBool::new(false),
-            lost: AtomicBool::new(false),
             in_set: AtomicBool::new(false),
+            posted: AtomicU32::new(0),
             pending_op: AtomicU32::new(OP_NONE),
             wait_start: AtomicU64::new(0),
             needs_init: AtomicBool::new(false),

@@ -11,7 +11,7 @@ use core::ffi::c_void;
 use crate::cpus::OP_REMOVE;
 use crate::efi::{ApProcedure, ApProcedure2, MmCompletion, Status};
 use crate::instance::Instance;
-use crate::mailbox::{Call, KIND_LEGACY, KIND_PROCEDURE2};
+use crate::mailbox::{Call, Channel, KIND_LEGACY, KIND_PROCEDURE2};
 use crate::platform::Deadline;
 use crate::stats::Counter;
 use crate::sync::atomic::Ordering;
@@ -76,6 +76,7 @@ impl Instance {
 
     /// Common opening of the BSP-only services: an SMI must be in progress
     /// and the caller must not be a known AP. Returns the current BSP.
+    #[inline(always)]
     fn bsp_call(&self) -> Result<usize, Status> {
         if !self.in_smi() {
             return Err(Status::NOT_READY);
@@ -88,6 +89,7 @@ impl Instance {
     }
 
     /// Checks 1–5 of SPEC §2.2 (shared with §4).
+    #[inline(always)]
     fn check_target(&self, cpu: usize, bsp: usize) -> Result<(), Status> {
         if cpu == bsp {
             return Err(Status::INVALID_PARAMETER);
@@ -112,27 +114,24 @@ impl Instance {
         matches!(self.tokens().lookup(handle), Some((_, t)) if t.state() == TokenState::Running)
     }
 
-    /// Post a call to `cpu` (claimed by the caller) and wake it.
-    fn post(&self, cpu: usize, call: &Call) {
-        if let Some(mailbox) = self.mailbox(cpu) {
-            mailbox.post(call);
-            // A run semaphore is never locked; `release` can only fail on a
-            // count of 2^32-2, which one pending release per AP never reaches.
-            self.sync().release_one_ap(cpu);
+    /// Wait until the call in flight on `cpu` finished, or time it out.
+    fn wait_call(&self, cpu: usize, deadline: Option<Deadline>) -> Status {
+        match self.mailbox(cpu) {
+            Some(mailbox) => self.wait_on(mailbox, deadline),
+            None => Status::INVALID_PARAMETER,
         }
     }
 
-    /// Wait until the call in flight on `cpu` finished, or time it out.
-    fn wait_call(&self, cpu: usize, deadline: Option<Deadline>) -> Status {
-        let Some(mailbox) = self.mailbox(cpu) else {
-            return Status::INVALID_PARAMETER;
-        };
+    /// Wait until the call in flight on `mailbox` finished, or time it out.
+    #[inline(always)]
+    fn wait_on(&self, mailbox: Channel<'_>, deadline: Option<Deadline>) -> Status {
+        let tag = mailbox.current();
         loop {
-            if mailbox.busy.is_free() {
+            if mailbox.is_done(tag) {
                 return Status::SUCCESS;
             }
             if self.platform.expired(deadline) {
-                match mailbox.busy.abandon() {
+                match mailbox.abandon() {
                     Abandon::Abandoned => {
                         // SAFETY: the status target was validated when the
                         // call was posted; we now own it (the AP lost the race).
@@ -142,12 +141,59 @@ impl Instance {
                     }
                     Abandon::AlreadyAbandoned => return Status::TIMEOUT,
                     Abandon::AlreadyFree => return Status::SUCCESS,
-                    // The AP is storing its result: wait for FREE.
+                    // The AP is storing its result: wait for DONE.
                     Abandon::Finishing => {}
                 }
             }
             self.platform.pause();
         }
+    }
+
+    /// DispatchProcedure without token and without timeout: the blocking
+    /// hand-off docs/PERFORMANCE.md [1] measures. Same checks in the same
+    /// order as [`Instance::dispatch_procedure`] (checks 6 and the token's
+    /// ALREADY_STARTED cannot apply), written so that everything inlines
+    /// into the EFIAPI entry point: no call into System V code there, so
+    /// the entry point saves no xmm registers, and no call on the path
+    /// from "the AP is done" to "the next call is posted".
+    ///
+    /// # Safety
+    /// A non-null `cpu_status` must be valid for writes until return.
+    #[inline(always)]
+    pub unsafe fn dispatch_blocking(
+        &self,
+        procedure: ApProcedure2,
+        cpu: usize,
+        argument: *mut c_void,
+        cpu_status: *mut Status,
+    ) -> Status {
+        let bsp = match self.bsp_call() {
+            Ok(b) => b,
+            Err(e) => return e,
+        };
+        if let Err(e) = self.check_target(cpu, bsp) {
+            return e;
+        }
+        let (Some(procedure), Some(mailbox)) = (procedure, self.mailbox(cpu)) else {
+            return Status::INVALID_PARAMETER;
+        };
+        let Some(claim) = mailbox.try_claim() else {
+            return Status::NOT_READY;
+        };
+        // SAFETY: caller's contract on `cpu_status`.
+        unsafe { put(cpu_status, Status::NOT_READY) };
+        mailbox.post(
+            claim,
+            &Call {
+                procedure: procedure as usize,
+                argument,
+                kind: KIND_PROCEDURE2,
+                status: cpu_status,
+                token: 0,
+            },
+        );
+        self.stats().bump(Counter::Dispatches);
+        self.wait_on(mailbox, None)
     }
 
     /// EFI_MM_MP_PROTOCOL.DispatchProcedure (SPEC §2.2).
@@ -185,9 +231,9 @@ impl Instance {
         let Some(mailbox) = self.mailbox(cpu) else {
             return Status::INVALID_PARAMETER;
         };
-        if !mailbox.busy.try_claim() {
+        let Some(claim) = mailbox.try_claim() else {
             return Status::NOT_READY;
-        }
+        };
         let deadline = self.platform.deadline_after_us(timeout_us as u64);
         let mut link = 0;
         let mut handle = 0;
@@ -197,16 +243,14 @@ impl Instance {
                     link = slot as u32 + 1;
                     handle = h;
                 }
-                None => {
-                    mailbox.busy.unclaim();
-                    return Status::OUT_OF_RESOURCES;
-                }
+                // The claim wrote nothing: dropping it changes nothing.
+                None => return Status::OUT_OF_RESOURCES,
             }
         }
         // SAFETY: caller's contract on `cpu_status`.
         unsafe { put(cpu_status, Status::NOT_READY) };
-        self.post(
-            cpu,
+        let _ = mailbox.post(
+            claim,
             &Call {
                 procedure: procedure as usize,
                 argument,
@@ -258,7 +302,6 @@ impl Instance {
         // is what broadcast scaling measures; docs/PERFORMANCE.md).
         let cpus = self.cpus();
         let mailboxes = self.mailboxes();
-        let n = cpus.len().min(mailboxes.len());
         let mut count: u32 = 0;
         let mut removal = false;
         for (i, state) in cpus.iter() {
@@ -276,41 +319,21 @@ impl Instance {
         if removal {
             return Status::INVALID_PARAMETER;
         }
-        // Every CPU with its mailbox; members have `in_set` (Relaxed: the
-        // BSP's own snapshot, written above).
-        let both = || cpus.iter().zip(mailboxes.iter());
-        let member = |i: usize| match (cpus.get(i), mailboxes.get(i)) {
-            (Some(s), Some(m)) if s.in_set.load(Ordering::Relaxed) => Some(m),
-            _ => None,
-        };
-        // Busy check by claiming; roll back on the first busy AP.
-        let mut claimed = 0usize;
-        let mut busy = false;
-        for ((_, s), (_, m)) in both() {
-            if !s.in_set.load(Ordering::Relaxed) {
-                continue;
+        // Busy check (nothing changes on NOT_READY: claiming writes nothing).
+        let flags = self.busy_flags();
+        let both = || cpus.iter().zip(mailboxes.iter()).zip(flags.iter());
+        for (((_, s), (_, m)), (_, f)) in both() {
+            // Relaxed: the BSP's own snapshot, written above.
+            if s.in_set.load(Ordering::Relaxed)
+                && !(Channel {
+                    request: m,
+                    busy: f,
+                    posted: &s.posted,
+                })
+                .is_free()
+            {
+                return Status::NOT_READY;
             }
-            if !m.busy.try_claim() {
-                busy = true;
-                break;
-            }
-            claimed += 1;
-        }
-        // Give back the claims of the first `left` members.
-        let unclaim = |mut left: usize| {
-            for ((_, s), (_, m)) in both() {
-                if left == 0 {
-                    break;
-                }
-                if s.in_set.load(Ordering::Relaxed) {
-                    m.busy.unclaim();
-                    left -= 1;
-                }
-            }
-        };
-        if busy {
-            unclaim(claimed);
-            return Status::NOT_READY;
         }
         if count == 0 {
             return Status::NOT_STARTED;
@@ -324,10 +347,7 @@ impl Instance {
                     link = slot as u32 + 1;
                     handle = h;
                 }
-                None => {
-                    unclaim(claimed);
-                    return Status::OUT_OF_RESOURCES;
-                }
+                None => return Status::OUT_OF_RESOURCES,
             }
         }
         if !cpu_status.is_null() {
@@ -341,7 +361,6 @@ impl Instance {
                 unsafe { put(cpu_status.add(i), value) };
             }
         }
-        let runs = self.run_sems();
         let mut call = Call {
             procedure: procedure as usize,
             argument,
@@ -349,7 +368,7 @@ impl Instance {
             status: core::ptr::null_mut(),
             token: link,
         };
-        for (((i, s), (_, m)), (_, run)) in both().zip(runs.iter()) {
+        for (((i, s), (_, m)), (_, f)) in both() {
             if !s.in_set.load(Ordering::Relaxed) {
                 continue;
             }
@@ -357,10 +376,30 @@ impl Instance {
                 // SAFETY: in bounds of the caller's NumberOfCpus-entry array.
                 call.status = unsafe { cpu_status.add(i) };
             }
-            m.post(&call);
-            // As `post`: a run semaphore is never locked and one pending
-            // release per AP never reaches the count where `release` fails.
-            let _ = run.release();
+            // Every member was free above and only the BSP posts, so the
+            // claim cannot fail; if the region was overwritten and it does,
+            // the member's share of the token ends at once.
+            match (Channel {
+                request: m,
+                busy: f,
+                posted: &s.posted,
+            })
+            .try_claim()
+            {
+                Some(claim) => {
+                    (Channel {
+                        request: m,
+                        busy: f,
+                        posted: &s.posted,
+                    })
+                    .post(claim, &call);
+                }
+                None => {
+                    if let Some(t) = self.tokens().by_link(link) {
+                        t.complete_one(Status::NOT_READY);
+                    }
+                }
+            }
         }
         self.stats().bump(Counter::Broadcasts);
         if !token.is_null() {
@@ -369,8 +408,11 @@ impl Instance {
             return Status::SUCCESS;
         }
         let mut result = Status::SUCCESS;
-        for i in 0..n {
-            if member(i).is_some() && self.wait_call(i, deadline) == Status::TIMEOUT {
+        for (i, state) in cpus.iter() {
+            // Relaxed: the BSP's own snapshot.
+            if state.in_set.load(Ordering::Relaxed)
+                && self.wait_call(i, deadline) == Status::TIMEOUT
+            {
                 result = Status::TIMEOUT;
             }
         }
@@ -389,7 +431,7 @@ impl Instance {
                 continue;
             }
             loop {
-                match mailbox.busy.abandon() {
+                match mailbox.abandon() {
                     Abandon::Abandoned => {
                         // SAFETY: validated when posted; ours now.
                         unsafe { put(mailbox.status_target(), Status::TIMEOUT) };
@@ -494,16 +536,19 @@ impl Instance {
         // EDK2 waits for a busy AP; we bound that wait by the sync timeout
         // when there is a time source, and never overwrite a busy mailbox.
         let deadline = self.platform.deadline_after_us(self.settings.timeout1_us);
-        while !mailbox.busy.try_claim() {
+        let claim = loop {
+            if let Some(claim) = mailbox.try_claim() {
+                break claim;
+            }
             if self.platform.expired(deadline) {
                 self.stats().bump(Counter::Timeouts);
                 return Status::TIMEOUT;
             }
             self.platform.pause();
-        }
+        };
         self.stats().bump(Counter::Dispatches);
-        self.post(
-            cpu,
+        let _ = mailbox.post(
+            claim,
             &Call {
                 procedure: procedure as usize,
                 argument,

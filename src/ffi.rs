@@ -484,6 +484,44 @@ unsafe extern "efiapi" fn mm_dispatch_procedure(
     cpu_status: *mut Status,
 ) -> Status {
     // SAFETY: `this` is our protocol (or NULL); pointers are the caller's.
+    let Some(inst) = (unsafe { from_mm_mp(this) }) else {
+        return Status::INVALID_PARAMETER;
+    };
+    if token.is_null() && timeout_in_microseconds == 0 {
+        // The blocking hand-off, inlined here (Instance::dispatch_blocking).
+        // SAFETY: the caller's pointers, as the protocol defines them.
+        return unsafe {
+            inst.dispatch_blocking(procedure, cpu_number, procedure_arguments, cpu_status)
+        };
+    }
+    // SAFETY: as above.
+    unsafe {
+        mm_dispatch_procedure_general(
+            this,
+            procedure,
+            cpu_number,
+            timeout_in_microseconds,
+            procedure_arguments,
+            token,
+            cpu_status,
+        )
+    }
+}
+
+/// DispatchProcedure with a token or a timeout. EFIAPI too, so that the
+/// entry point above calls no System V function (it would have to save
+/// xmm6–15 on every call, the blocking ones included).
+#[inline(never)]
+unsafe extern "efiapi" fn mm_dispatch_procedure_general(
+    this: *const MmMpProtocol,
+    procedure: ApProcedure2,
+    cpu_number: usize,
+    timeout_in_microseconds: usize,
+    procedure_arguments: *mut c_void,
+    token: *mut MmCompletion,
+    cpu_status: *mut Status,
+) -> Status {
+    // SAFETY: `this` is our protocol (or NULL); pointers are the caller's.
     match unsafe { from_mm_mp(this) } {
         Some(inst) => unsafe {
             inst.dispatch_procedure(

@@ -10,7 +10,8 @@
 //! [token pool state]           written by the BSP
 //! [statistics]                 counters
 //! [run semaphore]  x NumberOfCpus    one line each
-//! [mailbox]        x NumberOfCpus    one line each
+//! [mailbox]        x NumberOfCpus    one line each (the call; BSP-written)
+//! [busy flag]      x NumberOfCpus    one line each (completion; AP-written)
 //! [CPU state]      x NumberOfCpus    one line each
 //! [token]          x MaxTokens       packed
 //! [APIC ID map]    x power of two >= 2 x NumberOfCpus, 8 bytes each, packed
@@ -25,7 +26,7 @@ use crate::efi::{
     Boolean, MmMpProtocol, ProcessorInformation, SmmCpuRendezvousProtocol, SmmCpuServiceProtocol,
     Status, INVALID_APIC_ID,
 };
-use crate::mailbox::Mailbox;
+use crate::mailbox::{Channel, Mailbox};
 use crate::memory::{is_aligned, ArrayLayout, Carver, Strided, DEFAULT_LINE, MIN_LINE};
 use crate::platform::{
     MmMpConfig, MmMpPlatform, MM_MP_CONFIG_REVISION, MM_MP_PLATFORM_REVISION,
@@ -33,7 +34,7 @@ use crate::platform::{
 };
 use crate::stats::Stats;
 use crate::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use crate::sync::Semaphore;
+use crate::sync::{BusyFlag, Semaphore};
 use crate::sync_lib::SyncView;
 use crate::tokens::{PoolState, Token, TokenPool, MAX_TOKENS};
 
@@ -43,6 +44,7 @@ pub const NO_BSP: u32 = u32::MAX;
 
 static_assertions::const_assert!(align_of::<Instance>() <= MIN_LINE);
 static_assertions::const_assert!(align_of::<Mailbox>() <= MIN_LINE);
+static_assertions::const_assert!(align_of::<BusyFlag>() <= MIN_LINE);
 static_assertions::const_assert!(align_of::<CpuState>() <= MIN_LINE);
 static_assertions::const_assert!(align_of::<Token>() <= 8);
 
@@ -74,6 +76,7 @@ pub struct Layout {
     pub stats: usize,
     pub run: ArrayLayout,
     pub mailbox: ArrayLayout,
+    pub busy: ArrayLayout,
     pub cpu: ArrayLayout,
     pub token: ArrayLayout,
     /// WhoAmI's APIC ID → slot hash table (`cpu_service::ApicMap`).
@@ -93,6 +96,7 @@ impl Layout {
         let stats = c.area(size_of::<Stats>())?;
         let run = c.array(size_of::<Semaphore>(), cpus, true)?;
         let mailbox = c.array(size_of::<Mailbox>(), cpus, true)?;
+        let busy = c.array(size_of::<BusyFlag>(), cpus, true)?;
         let cpu = c.array(size_of::<CpuState>(), cpus, true)?;
         let token = c.array(size_of::<Token>(), tokens, false)?;
         let map_len = cpus.checked_mul(2)?.checked_next_power_of_two()?;
@@ -105,6 +109,7 @@ impl Layout {
             stats,
             run,
             mailbox,
+            busy,
             cpu,
             token,
             apic_map,
@@ -298,6 +303,8 @@ impl Instance {
                     .write(Semaphore::new(0));
                 (base.add(layout.mailbox.offset + i * layout.mailbox.stride) as *mut Mailbox)
                     .write(Mailbox::new());
+                (base.add(layout.busy.offset + i * layout.busy.stride) as *mut BusyFlag)
+                    .write(BusyFlag::new());
                 (base.add(layout.cpu.offset + i * layout.cpu.stride) as *mut CpuState)
                     .write(CpuState::new(&info));
             }
@@ -350,6 +357,7 @@ impl Instance {
         self as *const Instance as *const u8
     }
 
+    #[inline(always)]
     fn at<T>(&self, offset: usize) -> &T {
         // SAFETY: `offset` is one of the layout's single-object areas
         // (arrival, control, pool), initialised by `initialize` with a `T`
@@ -357,6 +365,7 @@ impl Instance {
         unsafe { &*(self.base().add(offset) as *const T) }
     }
 
+    #[inline(always)]
     fn array<T>(&self, layout: ArrayLayout) -> Strided<'_, T> {
         // SAFETY: `layout` is one of the arrays placed and initialised by
         // `initialize` with elements of type `T`; the region lives as long
@@ -364,14 +373,17 @@ impl Instance {
         unsafe { Strided::new(self.base(), layout) }
     }
 
+    #[inline(always)]
     pub fn arrival(&self) -> &Semaphore {
         self.at(self.layout.arrival)
     }
 
+    #[inline(always)]
     pub fn control(&self) -> &Control {
         self.at(self.layout.control)
     }
 
+    #[inline(always)]
     pub fn stats(&self) -> &Stats {
         self.at(self.layout.stats)
     }
@@ -387,21 +399,37 @@ impl Instance {
         )
     }
 
+    #[inline(always)]
     pub fn run_sem(&self, cpu: usize) -> Option<&Semaphore> {
         self.array::<Semaphore>(self.layout.run).get(cpu)
     }
 
-    pub fn mailbox(&self, cpu: usize) -> Option<&Mailbox> {
-        self.array::<Mailbox>(self.layout.mailbox).get(cpu)
+    /// CPU `cpu`'s mailbox: its request line, its busy flag and the BSP's
+    /// copy of its last tag.
+    #[inline(always)]
+    pub fn mailbox(&self, cpu: usize) -> Option<Channel<'_>> {
+        Some(Channel {
+            request: self.mailboxes().get(cpu)?,
+            busy: self.busy_flags().get(cpu)?,
+            posted: &self.cpu(cpu)?.posted,
+        })
     }
 
+    #[inline(always)]
     pub fn cpu(&self, cpu: usize) -> Option<&CpuState> {
         self.array::<CpuState>(self.layout.cpu).get(cpu)
     }
 
     /// Every CPU's mailbox (in CPU order).
+    #[inline(always)]
     pub fn mailboxes(&self) -> Strided<'_, Mailbox> {
         self.array(self.layout.mailbox)
+    }
+
+    /// Every CPU's mailbox busy flag (in CPU order).
+    #[inline(always)]
+    pub fn busy_flags(&self) -> Strided<'_, BusyFlag> {
+        self.array(self.layout.busy)
     }
 
     /// Every CPU's run semaphore (in CPU order).
@@ -409,6 +437,7 @@ impl Instance {
         self.array(self.layout.run)
     }
 
+    #[inline(always)]
     pub fn cpus(&self) -> Strided<'_, CpuState> {
         self.array(self.layout.cpu)
     }
@@ -425,11 +454,13 @@ impl Instance {
         }
     }
 
+    #[inline(always)]
     pub fn number_of_cpus(&self) -> usize {
         self.settings.number_of_cpus
     }
 
     /// Whether an SMI is in progress (the BSP is inside; services open).
+    #[inline(always)]
     pub fn in_smi(&self) -> bool {
         // Acquire pairs with the BSP's Release store when it enters: a
         // caller that sees the SMI also sees its start-of-SMI state.
@@ -437,6 +468,7 @@ impl Instance {
     }
 
     /// The BSP of the SMI in progress, `usize::MAX` outside an SMI.
+    #[inline(always)]
     pub fn current_bsp(&self) -> usize {
         // Acquire: pairs with the BSP's Release store at SMI entry/exit.
         self.control().current_bsp.load(Ordering::Acquire)
@@ -444,6 +476,7 @@ impl Instance {
 
     /// Whether the caller is known not to be the current BSP (SPEC §2: the
     /// platform's GetApicId tells who calls; without it we cannot tell).
+    #[inline(always)]
     pub fn caller_is_ap(&self, bsp: usize) -> bool {
         match (self.platform.apic_id(), self.cpu(bsp)) {
             (Some(me), Some(b)) => me != b.apic_id(),

@@ -1,19 +1,27 @@
 //! One mailbox per CPU (EDK2 `SMM_CPU_DATA_BLOCK`'s Procedure, Parameter,
-//! Token, Status and Busy), on its own cache line.
+//! Token, Status and Busy), split over two cache lines by writer: the
+//! request line ([`Mailbox`]: the call and its tag, written by the BSP) and
+//! the completion word ([`BusyFlag`], written by the AP; see its module for
+//! the states).
 //!
 //! Hand-off protocol (SPEC §2.2, §6.4 step 3):
-//! 1. BSP: [`BusyFlag::try_claim`], fill the fields with Relaxed stores,
-//!    release the AP's run semaphore (Release — publishes the fields).
-//! 2. AP: takes its run semaphore (Acquire — sees the fields), runs the
+//! 1. BSP: check the mailbox is free ([`Channel::try_claim`]: the last
+//!    call's tag is DONE), fill the fields with Relaxed stores, store the
+//!    new tag (Release — publishes the fields). The AP's run semaphore is
+//!    not involved: it carries only the rendezvous barriers.
+//! 2. AP: sees the new tag (Acquire — sees the fields), runs the
 //!    procedure, then — if it wins [`BusyFlag::begin_finish`] — stores the
 //!    status, completes the token, and finally [`BusyFlag::finish`]es
-//!    (Release — the BSP that sees FREE sees the status and the token).
+//!    (Release — the BSP that sees DONE sees the status and the token).
+//!
+//! Per hand-off each side reads the line the other wrote once and writes
+//! its own line once, as in a bare cache-line ping-pong (docs/PERFORMANCE.md).
 
 use core::ffi::c_void;
 
 use crate::efi::Status;
 use crate::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
-use crate::sync::{BusyFlag, Finish};
+use crate::sync::{Abandon, BusyFlag, Finish, Start};
 use crate::tokens::Token;
 
 /// What kind of procedure the mailbox holds.
@@ -34,9 +42,14 @@ pub struct Call {
     pub token: u32,
 }
 
+/// The request line: written by the BSP only (and by `MmMpInitialize`).
 #[repr(C)]
 pub struct Mailbox {
-    pub busy: BusyFlag,
+    /// Tag of the last call posted (wrapping count).
+    tag: AtomicU32,
+    /// Tag of the last call the BSP timed out or gave up on (the AP skips
+    /// it without running it if it has not started it yet).
+    dropped: AtomicU32,
     kind: AtomicU32,
     procedure: AtomicUsize,
     argument: AtomicUsize,
@@ -47,7 +60,8 @@ pub struct Mailbox {
 impl Mailbox {
     pub fn new() -> Self {
         Mailbox {
-            busy: BusyFlag::new(),
+            tag: AtomicU32::new(0),
+            dropped: AtomicU32::new(u32::MAX),
             kind: AtomicU32::new(KIND_PROCEDURE2),
             procedure: AtomicUsize::new(0),
             argument: AtomicUsize::new(0),
@@ -55,74 +69,210 @@ impl Mailbox {
             token: AtomicU32::new(0),
         }
     }
-
-    /// BSP, after a successful claim: write the call. The caller then
-    /// releases the AP's run semaphore, which publishes these stores.
-    pub fn post(&self, call: &Call) {
-        // Relaxed: published by the Release increment of the AP's run
-        // semaphore that follows, and read by the AP after its Acquire.
-        self.kind.store(call.kind, Ordering::Relaxed);
-        self.procedure.store(call.procedure, Ordering::Relaxed);
-        self.argument
-            .store(call.argument as usize, Ordering::Relaxed);
-        self.status.store(call.status as usize, Ordering::Relaxed);
-        self.token.store(call.token, Ordering::Relaxed);
-    }
-
-    /// Token slot + 1 of the call in flight (0 = none). Read by the BSP only
-    /// while the mailbox is claimed (it wrote the value itself).
-    pub fn token(&self) -> u32 {
-        // Relaxed: written by this same CPU (the BSP) in `post`.
-        self.token.load(Ordering::Relaxed)
-    }
-
-    /// The caller's status word of the call in flight (BSP side, timeouts).
-    pub fn status_target(&self) -> *mut Status {
-        // Relaxed: written by this same CPU (the BSP) in `post`.
-        self.status.load(Ordering::Relaxed) as *mut Status
-    }
-
-    /// AP: run the posted call and publish its result.
-    ///
-    /// `token_at` maps a slot + 1 to its token. Returns `true` when the BSP
-    /// ended the SMI without this AP while it ran (it must leave at once).
-    pub fn run<'a>(&self, token_at: impl Fn(u32) -> Option<&'a Token>) -> bool {
-        if self.busy.is_abandoned() {
-            // The BSP timed the call out before we started it: it was told
-            // EFI_TIMEOUT, so the procedure must not run now.
-            let lost = self.busy.is_lost();
-            self.busy.finish();
-            return lost;
-        }
-        // Relaxed: ordered after the Acquire of our run semaphore (module doc).
-        let kind = self.kind.load(Ordering::Relaxed);
-        let procedure = self.procedure.load(Ordering::Relaxed);
-        let argument = self.argument.load(Ordering::Relaxed) as *mut c_void;
-        let status = run_procedure(kind, procedure, argument);
-        let verdict = self.busy.begin_finish();
-        if verdict == Finish::Won {
-            // Relaxed: see above.
-            let target = self.status.load(Ordering::Relaxed) as *mut Status;
-            if !target.is_null() {
-                // SAFETY: the BSP validated the caller's CPUStatus pointer as
-                // non-null and the caller keeps it valid until the call
-                // completes (MM MP contract). We won `begin_finish`, so the
-                // BSP has not reported a timeout for this call and will not
-                // write this word itself.
-                unsafe { target.write_volatile(status) };
-            }
-            if let Some(token) = token_at(self.token.load(Ordering::Relaxed)) {
-                token.complete_one(status);
-            }
-        }
-        self.busy.finish();
-        verdict == Finish::Lost
-    }
 }
 
 impl Default for Mailbox {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// Permission to post one call: the mailbox was free (only the BSP posts,
+/// so it stays free until the BSP uses the claim). Dropping it unused
+/// gives nothing back because taking it wrote nothing.
+#[must_use]
+pub struct Claim(u32);
+
+/// One CPU's mailbox: its request line, its completion word and the
+/// BSP's copy of the last tag (`CpuState::posted`).
+#[derive(Clone, Copy)]
+pub struct Channel<'a> {
+    pub request: &'a Mailbox,
+    pub busy: &'a BusyFlag,
+    pub posted: &'a AtomicU32,
+}
+
+impl<'a> Channel<'a> {
+    /// Tag of the last call posted.
+    #[inline(always)]
+    fn tag(&self, order: Ordering) -> u32 {
+        self.request.tag.load(order)
+    }
+
+    /// BSP: the last call's tag, from the BSP's copy (reading the request
+    /// line would pull it away from the AP that polls it). Relaxed: written
+    /// by this BSP, or by the BSP of an earlier SMI, whose stores the SMI
+    /// boundary orders before this one's (end-of-SMI Release stores, entry
+    /// Acquire loads).
+    #[inline(always)]
+    fn own_tag(&self) -> u32 {
+        self.posted.load(Ordering::Relaxed)
+    }
+
+    /// Whether no call is in flight on this mailbox (BSP side).
+    #[inline(always)]
+    pub fn is_free(&self) -> bool {
+        self.busy.is_free(self.own_tag())
+    }
+
+    /// BSP: take the mailbox for a new call if it is free.
+    #[inline(always)]
+    pub fn try_claim(&self) -> Option<Claim> {
+        let tag = self.own_tag();
+        self.busy.is_free(tag).then_some(Claim(tag.wrapping_add(1)))
+    }
+
+    /// BSP: write the call and publish it. The AP may start at once.
+    /// Returns the call's tag (for [`Channel::is_done`]).
+    #[inline(always)]
+    pub fn post(&self, claim: Claim, call: &Call) -> u32 {
+        let r = self.request;
+        // Relaxed: published by the Release store of the tag that follows,
+        // and read by the AP after its Acquire load of the tag.
+        r.kind.store(call.kind, Ordering::Relaxed);
+        r.procedure.store(call.procedure, Ordering::Relaxed);
+        r.argument.store(call.argument as usize, Ordering::Relaxed);
+        r.status.store(call.status as usize, Ordering::Relaxed);
+        r.token.store(call.token, Ordering::Relaxed);
+        // Release: publishes the fields above to the AP's Acquire load.
+        r.tag.store(claim.0, Ordering::Release);
+        // Relaxed: the BSP's own copy (see `own_tag`).
+        self.posted.store(claim.0, Ordering::Relaxed);
+        claim.0
+    }
+
+    /// BSP: whether call `tag` is over. A wait loop polls this, not
+    /// [`Channel::is_free`]: it reads only the line the AP writes (a spin
+    /// loop that also reads a line the other CPU is reading costs a
+    /// pipeline flush per snoop; docs/PERFORMANCE.md [1]).
+    #[inline(always)]
+    pub fn is_done(&self, tag: u32) -> bool {
+        self.busy.is_free(tag)
+    }
+
+    /// BSP: the tag of the call in flight (or of the last one posted).
+    #[inline(always)]
+    pub fn current(&self) -> u32 {
+        self.own_tag()
+    }
+
+    /// Token slot + 1 of the last call posted (0 = none). BSP side.
+    pub fn token(&self) -> u32 {
+        // Relaxed: written by this same CPU (the BSP) in `post`.
+        self.request.token.load(Ordering::Relaxed)
+    }
+
+    /// The caller's status word of the last call posted (BSP side, timeouts).
+    pub fn status_target(&self) -> *mut Status {
+        // Relaxed: written by this same CPU (the BSP) in `post`.
+        self.request.status.load(Ordering::Relaxed) as *mut Status
+    }
+
+    /// BSP: give up on the call in flight after its deadline.
+    #[inline(always)]
+    pub fn abandon(&self) -> Abandon {
+        let tag = self.own_tag();
+        let verdict = self.busy.abandon(tag);
+        if verdict == Abandon::Abandoned {
+            self.drop_call(tag);
+        }
+        verdict
+    }
+
+    /// BSP at SMI exit: the call in flight outlived the exit timeout.
+    pub fn mark_lost(&self) -> Abandon {
+        let tag = self.own_tag();
+        let verdict = self.busy.mark_lost(tag);
+        if verdict == Abandon::Abandoned {
+            self.drop_call(tag);
+        }
+        verdict
+    }
+
+    /// Tell an AP that has not started call `tag` not to run it. The busy
+    /// flag already says so; this copy sits on the line the AP reads the
+    /// call from, so the AP need not read its busy flag before it runs a
+    /// call (that read would pull the line away from the BSP polling it).
+    fn drop_call(&self, tag: u32) {
+        // Release: the AP that sees the mark (Acquire) sees the busy
+        // flag's new state, which the BSP changed before.
+        self.request.dropped.store(tag, Ordering::Release);
+    }
+
+    /// Whether the call in flight was given up for the end of an SMI.
+    pub fn is_lost(&self) -> bool {
+        self.busy.is_lost()
+    }
+
+    /// AP, at check-in: the mailbox is free for this SMI (SPEC §6.2 step 5).
+    pub fn reset_free(&self) {
+        // Acquire: the tag may come from a BSP of an earlier SMI.
+        self.busy.reset_free(self.tag(Ordering::Acquire))
+    }
+
+    /// AP: the tag of the last call posted (Acquire: with its fields).
+    #[inline(always)]
+    pub fn posted(&self) -> u32 {
+        // Acquire pairs with the Release store in `post`: the fields of the
+        // call are visible once its tag is.
+        self.tag(Ordering::Acquire)
+    }
+
+    /// AP: the tag of the last call this AP is done with, or `None` while
+    /// one is posted and not yet finished (or discarded) by it.
+    pub fn completed(&self) -> Option<u32> {
+        self.busy.done_tag()
+    }
+
+    /// AP: the tag of a posted call this AP has not finished, if any.
+    pub fn pending(&self) -> Option<u32> {
+        // Acquire pairs with the Release store in `post`: the fields of the
+        // call are visible once its tag is.
+        let tag = self.tag(Ordering::Acquire);
+        self.busy.is_pending(tag).then_some(tag)
+    }
+
+    /// AP: run call `tag` (from [`Channel::pending`]) and publish its result.
+    ///
+    /// `token_at` maps a slot + 1 to its token. Returns `true` when the BSP
+    /// ended the SMI without this AP while it ran (it must leave at once).
+    #[inline(always)]
+    pub fn run(&self, tag: u32, token_at: impl Fn(u32) -> Option<&'a Token>) -> bool {
+        let r = self.request;
+        // Acquire pairs with `drop_call`. A stale "not dropped" only means
+        // the AP runs a procedure whose result `begin_finish` discards.
+        if r.dropped.load(Ordering::Acquire) == tag {
+            if let Start::Discarded(lost) = self.busy.start(tag) {
+                // The BSP timed the call out before we started it: it was
+                // told EFI_TIMEOUT, so the procedure must not run now.
+                return lost;
+            }
+        }
+        // Relaxed: ordered after the Acquire load of the tag (`pending`).
+        let kind = r.kind.load(Ordering::Relaxed);
+        let procedure = r.procedure.load(Ordering::Relaxed);
+        let argument = r.argument.load(Ordering::Relaxed) as *mut c_void;
+        let status = run_procedure(kind, procedure, argument);
+        match self.busy.begin_finish(tag) {
+            Finish::Won => {}
+            Finish::Abandoned => return false,
+            Finish::Lost => return true,
+        }
+        // Relaxed: see above.
+        let target = r.status.load(Ordering::Relaxed) as *mut Status;
+        if !target.is_null() {
+            // SAFETY: the BSP validated the caller's CPUStatus pointer as
+            // non-null and the caller keeps it valid until the call
+            // completes (MM MP contract). We won `begin_finish`, so the BSP
+            // has not reported a timeout for this call and will not write
+            // this word itself.
+            unsafe { target.write_volatile(status) };
+        }
+        if let Some(token) = token_at(r.token.load(Ordering::Relaxed)) {
+            token.complete_one(status);
+        }
+        self.busy.finish(tag);
+        false
     }
 }
 

@@ -107,7 +107,47 @@ impl Instance {
     /// empty slot returns at once and touches nothing.
     pub fn smi_rendezvous(&self, cpu: usize) {
         while self.rendezvous_step(cpu) == Poll::Pending {
-            self.platform.pause();
+            if self.pause_in(cpu) {
+                self.leave(cpu);
+                return;
+            }
+        }
+    }
+
+    /// Wait between two steps of `cpu`: at least one `CpuPause`. In the
+    /// dispatch loop the CPU waits right here for a call or a run count,
+    /// and runs the calls itself (two loads per pause instead of a whole
+    /// step: the loop's reaction time is the dispatch latency,
+    /// docs/PERFORMANCE.md [1]). Returns `true` when a call came back
+    /// lost: the CPU must leave at once, as `ap_loop` does.
+    fn pause_in(&self, cpu: usize) -> bool {
+        self.platform.pause();
+        let (Some(state), Some(m), Some(run)) =
+            (self.cpu(cpu), self.mailbox(cpu), self.run_sem(cpu))
+        else {
+            return false;
+        };
+        // Relaxed: the phase is only ever touched by its own CPU.
+        if state.phase.load(Ordering::Relaxed) != AP_LOOP {
+            return false;
+        }
+        // The loop reads only the request tag and the run semaphore (lines
+        // the BSP writes); what this AP finished last it keeps in a local.
+        let mut seen = m.completed();
+        loop {
+            let tag = m.posted();
+            if seen != Some(tag) {
+                let tokens = self.tokens();
+                if m.run(tag, |link| tokens.by_link(link)) {
+                    return true;
+                }
+                // `run` ended the call (DONE for `tag`), or it was abandoned.
+                seen = Some(tag);
+            } else if run.value() != 0 {
+                return false;
+            } else {
+                self.platform.pause();
+            }
         }
     }
 
@@ -165,8 +205,7 @@ impl Instance {
                     current = p;
                 }
                 Step::Leave => {
-                    state.phase.store(IDLE, Ordering::Relaxed);
-                    self.platform.rendezvous_exit(cpu);
+                    self.leave(cpu);
                     return Poll::Ready;
                 }
             }
@@ -174,6 +213,15 @@ impl Instance {
     }
 
     // -- helpers ------------------------------------------------------------
+
+    /// Done with this SMI: back to IDLE, platform "rendezvous exit" hook.
+    fn leave(&self, cpu: usize) {
+        if let Some(state) = self.cpu(cpu) {
+            // Relaxed: the phase is only ever touched by its own CPU.
+            state.phase.store(IDLE, Ordering::Relaxed);
+        }
+        self.platform.rendezvous_exit(cpu);
+    }
 
     fn gathered(&self) -> bool {
         !self.settings.relaxed || self.settings.configure_mtrrs
@@ -348,7 +396,7 @@ impl Instance {
             }
         }
         if let Some(m) = self.mailbox(cpu) {
-            m.busy.reset_free();
+            m.reset_free();
         }
         if !bsp_inside && self.settings.bsp_election {
             // Acquire: pairs with SwitchBsp's Release store of the candidate.
@@ -497,7 +545,7 @@ impl Instance {
     /// §6.3 step 4: wait until every present AP is free; with a time
     /// source, APs still busy after the second timeout are marked lost.
     fn bsp_wait_free(&self, cpu: usize) -> Step {
-        let busy = |i: usize| self.mailbox(i).is_some_and(|m| !m.busy.is_free());
+        let busy = |i: usize| self.mailbox(i).is_some_and(|m| !m.is_free());
         let any_busy = self
             .cpus()
             .iter()
@@ -533,7 +581,7 @@ impl Instance {
         let (Some(mailbox), Some(state)) = (self.mailbox(ap), self.cpu(ap)) else {
             return true;
         };
-        match mailbox.busy.mark_lost() {
+        match mailbox.mark_lost() {
             Abandon::Abandoned => {
                 let target = mailbox.status_target();
                 if !target.is_null() {
@@ -725,22 +773,34 @@ impl Instance {
         Step::Go(AP_LOOP)
     }
 
-    /// §6.4 step 3: the dispatch loop.
+    /// §6.4 step 3: the dispatch loop. A procedure comes through the
+    /// mailbox (its new tag, `Channel::pending`), the end of the loop as
+    /// release #8 on the run semaphore. The BSP releases #8 only after every
+    /// present AP finished its call, so a count on the run semaphore never
+    /// overtakes a procedure.
     fn ap_loop(&self, cpu: usize) -> Step {
+        let Some(m) = self.mailbox(cpu) else {
+            return Step::Leave;
+        };
         loop {
-            if !self.take_run(cpu) {
-                return Step::Wait; // #8 or a procedure
-            }
-            if !self.in_smi() {
-                break;
-            }
-            if let Some(m) = self.mailbox(cpu) {
+            if let Some(tag) = m.pending() {
                 let tokens = self.tokens();
-                if m.run(|link| tokens.by_link(link)) {
+                if m.run(tag, |link| tokens.by_link(link)) {
                     // Marked lost: the SMI went on without us. Leave
                     // without touching its state.
                     return Step::Leave;
                 }
+                continue;
+            }
+            if !self.take_run(cpu) {
+                return Step::Wait; // #8 or a procedure
+            }
+            // The count is #8: the BSP cleared "BSP inside" before it
+            // (Release; our count's Acquire sees it). A count while the SMI
+            // is still open can only come from an overwritten region: it
+            // is dropped and the loop goes on.
+            if !self.in_smi() {
+                break;
             }
         }
         if self.settings.configure_mtrrs {

@@ -2,20 +2,21 @@
 //! `RUSTFLAGS="--cfg loom" cargo test --release --test loom`; CI bounds
 //! the search with LOOM_MAX_PREEMPTIONS).
 //!
-//! They drive the library's own `Mailbox`, `Semaphore`, `BusyFlag` and
-//! token pool — the code that runs in SMM — with loom's atomics.
+//! They drive the library's own `Mailbox`/`Channel`, `Semaphore`,
+//! `BusyFlag` and token pool — the code that runs in SMM — with loom's
+//! atomics.
 #![cfg(loom)]
 
 use std::ffi::c_void;
 use std::sync::Arc;
 
-use loom::sync::atomic::{AtomicUsize, Ordering};
+use loom::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use loom::thread;
 
 use mm_mp::efi::Status;
-use mm_mp::mailbox::{Call, Mailbox, KIND_PROCEDURE2};
+use mm_mp::mailbox::{Call, Channel, Mailbox, KIND_PROCEDURE2};
 use mm_mp::memory::{ArrayLayout, Strided};
-use mm_mp::sync::{Abandon, Semaphore, SEMAPHORE_LOCKED};
+use mm_mp::sync::{Abandon, BusyFlag, Semaphore, SEMAPHORE_LOCKED};
 use mm_mp::tokens::{PoolState, Token, TokenPool, TokenState};
 
 /// The procedure: bump the counter it is given, report CPU-specific status.
@@ -27,8 +28,19 @@ unsafe extern "efiapi" fn bump(arg: *mut c_void) -> Status {
 }
 
 struct Cpu {
-    run: Semaphore,
     mailbox: Mailbox,
+    busy: BusyFlag,
+    posted: AtomicU32,
+}
+
+impl Cpu {
+    fn channel(&self) -> Channel<'_> {
+        Channel {
+            request: &self.mailbox,
+            busy: &self.busy,
+            posted: &self.posted,
+        }
+    }
 }
 
 struct Machine {
@@ -49,8 +61,9 @@ impl Machine {
         Arc::new(Machine {
             cpus: (0..n)
                 .map(|_| Cpu {
-                    run: Semaphore::new(0),
                     mailbox: Mailbox::new(),
+                    busy: BusyFlag::new(),
+                    posted: AtomicU32::new(0),
                 })
                 .collect(),
             tokens: (0..tokens).map(|_| Token::new()).collect(),
@@ -77,25 +90,35 @@ impl Machine {
         }
     }
 
-    /// AP side: wait for one release, run the mailbox.
-    fn ap_once(&self, cpu: usize) {
-        while !self.cpus[cpu].run.try_wait() {
+    /// AP side: wait for a call, run it (as the dispatch loop's fast
+    /// path does: only the request tag is polled). Returns "lost".
+    fn ap_once(&self, cpu: usize) -> bool {
+        let ch = self.cpus[cpu].channel();
+        let seen = ch.completed();
+        let tag = loop {
+            let tag = ch.posted();
+            if seen != Some(tag) {
+                break tag;
+            }
             thread::yield_now();
-        }
+        };
         let pool = self.pool();
-        self.cpus[cpu].mailbox.run(|link| pool.by_link(link));
+        ch.run(tag, |link| pool.by_link(link))
     }
 
     fn post(&self, cpu: usize, token: u32) {
-        assert!(self.cpus[cpu].mailbox.busy.try_claim());
-        self.cpus[cpu].mailbox.post(&Call {
-            procedure: bump as *const () as usize,
-            argument: &self.counter as *const AtomicUsize as *mut c_void,
-            kind: KIND_PROCEDURE2,
-            status: self.status[cpu].get(),
-            token,
-        });
-        self.cpus[cpu].run.release().unwrap();
+        let ch = self.cpus[cpu].channel();
+        let claim = ch.try_claim().expect("mailbox free");
+        ch.post(
+            claim,
+            &Call {
+                procedure: bump as *const () as usize,
+                argument: &self.counter as *const AtomicUsize as *mut c_void,
+                kind: KIND_PROCEDURE2,
+                status: self.status[cpu].get(),
+                token,
+            },
+        );
     }
 }
 
@@ -111,7 +134,7 @@ fn broadcast_token_completion() {
         let aps: Vec<_> = (1..3)
             .map(|cpu| {
                 let m = m.clone();
-                thread::spawn(move || m.ap_once(cpu))
+                thread::spawn(move || assert!(!m.ap_once(cpu)))
             })
             .collect();
         loop {
@@ -131,7 +154,7 @@ fn broadcast_token_completion() {
         for ap in aps {
             ap.join().unwrap();
         }
-        assert!(m.cpus[1].mailbox.busy.is_free() && m.cpus[2].mailbox.busy.is_free());
+        assert!(m.cpus[1].channel().is_free() && m.cpus[2].channel().is_free());
     });
 }
 
@@ -144,13 +167,13 @@ fn blocking_dispatch_handoff_twice() {
         let ap = {
             let m = m.clone();
             thread::spawn(move || {
-                m.ap_once(1);
-                m.ap_once(1);
+                assert!(!m.ap_once(1));
+                assert!(!m.ap_once(1));
             })
         };
         for round in 1..=2 {
             m.post(1, 0);
-            while !m.cpus[1].mailbox.busy.is_free() {
+            while !m.cpus[1].channel().is_free() {
                 thread::yield_now();
             }
             assert_eq!(m.counter.load(Ordering::Relaxed), round);
@@ -173,9 +196,9 @@ fn abandon_races_with_finish() {
         m.post(1, slot as u32 + 1);
         let ap = {
             let m = m.clone();
-            thread::spawn(move || m.ap_once(1))
+            thread::spawn(move || assert!(!m.ap_once(1)))
         };
-        let verdict = m.cpus[1].mailbox.busy.abandon();
+        let verdict = m.cpus[1].channel().abandon();
         match verdict {
             Abandon::Abandoned => {
                 // The BSP owns the status word now.
@@ -187,7 +210,7 @@ fn abandon_races_with_finish() {
             Abandon::AlreadyAbandoned => unreachable!(),
         }
         ap.join().unwrap();
-        assert!(m.cpus[1].mailbox.busy.is_free());
+        assert!(m.cpus[1].channel().is_free());
         let state = m.pool().lookup(handle).unwrap().1.state();
         // SAFETY: the AP thread is joined.
         let st = unsafe { *m.status[1].get() };
@@ -197,6 +220,44 @@ fn abandon_races_with_finish() {
         } else {
             assert_eq!(st, Status::DEVICE_ERROR);
             assert_eq!(state, TokenState::Done);
+        }
+    });
+}
+
+/// A timed-out call that the end of the SMI then marks lost, against the
+/// AP discarding it (SPEC §2.7, §6.3 step 4): the AP reports "lost" exactly
+/// when the mark landed before its discard, never writes the status word,
+/// never runs a call abandoned before it started, and the mailbox ends free.
+#[test]
+fn lost_mark_races_with_discard() {
+    loom::model(|| {
+        let m = Machine::new(2, 1);
+        m.post(1, 0);
+        let ap = {
+            let m = m.clone();
+            thread::spawn(move || m.ap_once(1))
+        };
+        let ch = m.cpus[1].channel();
+        let abandoned = ch.abandon();
+        let lost = match abandoned {
+            Abandon::Abandoned => {
+                // SAFETY: the BSP owns the status word now.
+                unsafe { *m.status[1].get() = Status::TIMEOUT };
+                ch.mark_lost()
+            }
+            Abandon::Finishing | Abandon::AlreadyFree => Abandon::AlreadyFree,
+            Abandon::AlreadyAbandoned => unreachable!(),
+        };
+        let ap_lost = ap.join().unwrap();
+        assert!(ch.is_free());
+        assert_eq!(ap_lost, lost == Abandon::AlreadyAbandoned);
+        // SAFETY: the AP thread is joined.
+        let st = unsafe { *m.status[1].get() };
+        if abandoned == Abandon::Abandoned {
+            assert_eq!(st, Status::TIMEOUT, "late result discarded");
+        } else {
+            assert_eq!(st, Status::DEVICE_ERROR);
+            assert_eq!(m.counter.load(Ordering::Relaxed), 1);
         }
     });
 }

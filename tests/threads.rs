@@ -286,13 +286,13 @@ fn all_rows(n: usize, relaxed: bool) {
             c.eq("2.7 check → TIMEOUT", sim.check(tt), Status::TIMEOUT);
             c.eq("2.7 status", s2, Status::TIMEOUT);
             g2.gate.store(true, Ordering::SeqCst);
-            sim.pump_until(|| sim.instance().mailbox(ap2).unwrap().busy.is_free());
+            sim.pump_until(|| sim.instance().mailbox(ap2).unwrap().is_free());
             c.eq("2.7 late result discarded", s2, Status::TIMEOUT);
             // keep g2 alive until the AP is done with it
             drop(g2);
         }
         g.gate.store(true, Ordering::SeqCst);
-        sim.pump_until(|| sim.instance().mailbox(ap).unwrap().busy.is_free());
+        sim.pump_until(|| sim.instance().mailbox(ap).unwrap().is_free());
         c.eq("2.7 late result discarded (blocking)", s, Status::TIMEOUT);
         drop(g);
         // §4: StartupThisAp to an AP that is busy (running a gated

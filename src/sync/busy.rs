@@ -1,30 +1,54 @@
-//! The claim word of a per-CPU mailbox.
+//! The completion word of a per-CPU mailbox.
 //!
 //! EDK2 keeps a `Busy` spin lock per CPU: the BSP acquires it to dispatch,
-//! the AP releases it when the procedure returned. We keep the same idea in
-//! one 32-bit word with two extra states so that a timed-out call
-//! (SPEC §2.7) can hand the result slot back to the BSP without a race:
+//! the AP releases it when the procedure returned. Both CPUs write that
+//! word, and the BSP writes the call next to it, so every hand-off moves
+//! the mailbox's line back and forth more often than the hand-off needs.
 //!
+//! mm-mp splits the roles by cache line (docs/PERFORMANCE.md [1]):
+//! * the BSP numbers the calls it posts to a CPU (the *tag*, a wrapping
+//!   32-bit count kept in the mailbox's request line, which only the BSP
+//!   writes); a call is posted by storing its tag (Release);
+//! * this word, on a line of its own that the AP writes, says how far the
+//!   AP got: `(tag, state)`. The BSP writes it only to time a call out.
+//!
+//! For the call with tag `t` (the previous one had `t - 1`):
 //! ```text
-//!   FREE --try_claim (BSP)--> CLAIMED --begin_finish (AP)--> FINISHING --finish (AP)--> FREE
-//!                               |
-//!                               +--abandon (BSP, timeout)--> ABANDONED --finish (AP)--> FREE
-//!                               |                               |
-//!                               +--mark_lost (BSP, SMI exit)----+--> LOST --finish (AP)--> FREE
+//!  (t-1, DONE) --begin_finish (AP)--> (t, FINISHING) --finish (AP)--> (t, DONE)
+//!      |
+//!      +--abandon (BSP, timeout)--> (t, ABANDONED) --discard (AP)--> (t, DONE)
+//!      |                               |
+//!      +--mark_lost (BSP, SMI exit)----+--> (t, LOST) --discard (AP)--> (t, DONE)
 //! ```
-//! Exactly one of `begin_finish` and `abandon`/`mark_lost` wins; the winner
-//! owns the caller's status word for this call. LOST also tells the AP
-//! that the SMI it was dispatched in has ended without it (SPEC §6.3 step
-//! 4): the verdict travels in the same word, so there is no window where
-//! the AP could miss it.
+//! The mailbox is free when the word is `(t, DONE)` for the last posted
+//! `t`; "claimed" is the BSP's own knowledge (it only posts to a free
+//! mailbox), so claiming writes nothing. Exactly one of `begin_finish` and
+//! `abandon`/`mark_lost` wins; the winner owns the caller's status word for
+//! the call. LOST also tells the AP that the SMI it was dispatched in has
+//! ended without it (SPEC §6.3 step 4): the verdict travels in the same
+//! word, so there is no window where the AP could miss it. The AP leaves
+//! ABANDONED and LOST with a compare-exchange, so a `mark_lost` landing on
+//! an abandoned call while the AP discards it is never overwritten.
 
-use super::atomic::{AtomicU32, Ordering};
+use super::atomic::{AtomicU64, Ordering};
 
-const FREE: u32 = 0;
-const CLAIMED: u32 = 1;
-const FINISHING: u32 = 2;
-const ABANDONED: u32 = 3;
-const LOST: u32 = 4;
+const DONE: u32 = 0;
+const FINISHING: u32 = 1;
+const ABANDONED: u32 = 2;
+const LOST: u32 = 3;
+
+/// The word for call `tag` in `state`.
+const fn word(tag: u32, state: u32) -> u64 {
+    ((tag as u64) << 32) | state as u64
+}
+
+const fn tag_of(word: u64) -> u32 {
+    (word >> 32) as u32
+}
+
+const fn state_of(word: u64) -> u32 {
+    word as u32
+}
 
 /// Result of [`BusyFlag::begin_finish`].
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -37,7 +61,7 @@ pub enum Finish {
     Lost,
 }
 
-/// Result of [`BusyFlag::abandon`].
+/// Result of [`BusyFlag::abandon`] and [`BusyFlag::mark_lost`].
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Abandon {
     /// The BSP won: the AP will discard its late result.
@@ -50,120 +74,195 @@ pub enum Abandon {
     AlreadyAbandoned,
 }
 
+/// What the AP found when it looked at a posted call ([`BusyFlag::start`]).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Start {
+    /// Run it.
+    Run,
+    /// The BSP timed it out before it started (`true`: and the SMI ended
+    /// without this AP). It was discarded; the mailbox is free again.
+    Discarded(bool),
+}
+
 #[repr(C)]
-pub struct BusyFlag(AtomicU32);
+pub struct BusyFlag(AtomicU64);
 
 impl BusyFlag {
+    /// Free, with no call posted yet (tag 0).
     pub fn new() -> Self {
-        BusyFlag(AtomicU32::new(FREE))
+        BusyFlag(AtomicU64::new(word(0, DONE)))
     }
 
-    /// BSP: take the mailbox for a new call.
-    pub fn try_claim(&self) -> bool {
-        // Acquire on success pairs with the Release of `finish`: the AP has
-        // stopped reading the mailbox and its last results are visible
-        // before the BSP writes new mailbox contents.
-        self.0
-            .compare_exchange(FREE, CLAIMED, Ordering::Acquire, Ordering::Relaxed)
-            .is_ok()
+    /// BSP: whether call `tag` (the last one posted) is over.
+    #[inline(always)]
+    pub fn is_free(&self, tag: u32) -> bool {
+        // Acquire pairs with the Release of `finish`/`discard`: a BSP that
+        // sees the call over also sees the status and token updates the AP
+        // made before it, and the AP no longer reads the request line.
+        self.0.load(Ordering::Acquire) == word(tag, DONE)
     }
 
-    /// BSP: give back a claim that was never handed to the AP.
-    pub fn unclaim(&self) {
-        // Release: nothing the BSP wrote into the mailbox is meant for
-        // anyone, but keep the word's hand-offs uniformly release/acquire.
-        self.0.store(FREE, Ordering::Release)
-    }
-
-    /// Whether no call is in flight on this mailbox.
-    pub fn is_free(&self) -> bool {
-        // Acquire pairs with `finish`: a BSP that sees FREE also sees the
-        // status and token updates the AP made before it.
-        self.0.load(Ordering::Acquire) == FREE
-    }
-
-    /// Whether the BSP gave up on the current call (checked by the AP
-    /// before it starts the procedure).
-    pub fn is_abandoned(&self) -> bool {
-        // Relaxed: a stale "not abandoned" only means the AP runs a
-        // procedure whose result it will then discard in `begin_finish`.
-        matches!(self.0.load(Ordering::Relaxed), ABANDONED | LOST)
-    }
-
-    /// Whether the BSP ended an SMI without this AP (still running).
+    /// Whether the call in flight was given up for the end of an SMI.
     pub fn is_lost(&self) -> bool {
         // Acquire pairs with the Release of `mark_lost`.
-        self.0.load(Ordering::Acquire) == LOST
+        state_of(self.0.load(Ordering::Acquire)) == LOST
     }
 
-    /// AP: claim the right to publish the result.
-    pub fn begin_finish(&self) -> Finish {
-        // Relaxed on success: the AP already acquired the mailbox through
-        // its run semaphore; this CAS only decides ownership of the result
-        // slot against `abandon`/`mark_lost`, and both sides then publish
-        // with Release stores (`finish`) or own the slot alone. Acquire on
-        // failure pairs with `mark_lost`'s Release (the SMI-exit verdict).
-        match self
-            .0
-            .compare_exchange(CLAIMED, FINISHING, Ordering::Relaxed, Ordering::Acquire)
-        {
-            Ok(_) => Finish::Won,
-            Err(LOST) => Finish::Lost,
-            Err(_) => Finish::Abandoned,
-        }
+    /// AP: whether call `tag` (read from the request line) still has to be
+    /// taken care of by this AP.
+    pub fn is_pending(&self, tag: u32) -> bool {
+        // Relaxed: the AP is the only writer of `(tag, DONE)` for a posted
+        // tag; the BSP's writes (ABANDONED/LOST) also mean "pending".
+        self.0.load(Ordering::Relaxed) != word(tag, DONE)
     }
 
-    /// AP: the call is over (results published or discarded).
-    pub fn finish(&self) {
-        // Release: publishes the status write and token completion that
-        // precede it to the BSP's Acquire in `is_free`/`try_claim`.
-        self.0.store(FREE, Ordering::Release)
+    /// AP: the tag of the last call that is over (`None` while one runs or
+    /// waits to be discarded).
+    pub fn done_tag(&self) -> Option<u32> {
+        // Relaxed: read by the AP, the only CPU that writes DONE for a
+        // posted call (and only to decide whether to look at the request).
+        let w = self.0.load(Ordering::Relaxed);
+        (state_of(w) == DONE).then_some(tag_of(w))
     }
 
-    /// BSP: give up on the call after its deadline.
-    pub fn abandon(&self) -> Abandon {
-        // Acquire on failure: seeing FREE must also show the AP's results.
-        // Relaxed on success: the BSP then writes the result slot itself
-        // and the AP will not touch it (it fails `begin_finish`).
-        match self
-            .0
-            .compare_exchange(CLAIMED, ABANDONED, Ordering::Relaxed, Ordering::Acquire)
-        {
-            Ok(_) => Abandon::Abandoned,
-            Err(FINISHING) => Abandon::Finishing,
-            Err(ABANDONED | LOST) => Abandon::AlreadyAbandoned,
-            Err(_) => Abandon::AlreadyFree,
-        }
-    }
-
-    /// BSP at SMI exit: the AP's call outlived the exit timeout. Returns
-    /// `Abandoned` when the BSP now owns the status word, `AlreadyAbandoned`
-    /// when an earlier timeout owns it (the AP is lost in both cases),
-    /// `Finishing`/`AlreadyFree` when the AP is done after all (not lost).
-    pub fn mark_lost(&self) -> Abandon {
-        let mut current = CLAIMED;
+    /// AP: look at call `tag` before running it; discards it when the BSP
+    /// timed it out already.
+    pub fn start(&self, tag: u32) -> Start {
+        // Acquire pairs with `mark_lost`'s Release (the SMI-exit verdict).
+        let mut current = self.0.load(Ordering::Acquire);
         loop {
-            // Release on success: the AP that reads LOST (Acquire in
-            // `begin_finish`/`is_lost`) sees the SMI-exit state before it.
-            // Acquire on failure: seeing FREE shows the AP's results.
-            match self
-                .0
-                .compare_exchange(current, LOST, Ordering::Release, Ordering::Acquire)
-            {
-                Ok(CLAIMED) => return Abandon::Abandoned,
-                Ok(_) => return Abandon::AlreadyAbandoned,
-                Err(ABANDONED) => current = ABANDONED,
-                Err(LOST) => return Abandon::AlreadyAbandoned,
-                Err(FINISHING) => return Abandon::Finishing,
-                Err(_) => return Abandon::AlreadyFree,
+            let state = state_of(current);
+            if tag_of(current) != tag || (state != ABANDONED && state != LOST) {
+                return Start::Run;
+            }
+            match self.discard(current, tag) {
+                Ok(()) => return Start::Discarded(state == LOST),
+                Err(now) => current = now,
             }
         }
     }
 
-    /// Check-in (SPEC §6.2 step 5): the mailbox is free for this SMI.
-    pub fn reset_free(&self) {
+    /// AP: leave ABANDONED/LOST for `(tag, DONE)`; `Err` with the word when
+    /// the BSP changed it meanwhile (ABANDONED → LOST).
+    fn discard(&self, current: u64, tag: u32) -> Result<(), u64> {
+        // Release on success: as `finish` (the BSP owns the status word,
+        // but a BSP that sees the call over must see it fully ended).
+        // Acquire on failure: the new word may be `mark_lost`'s verdict.
+        self.0
+            .compare_exchange(
+                current,
+                word(tag, DONE),
+                Ordering::Release,
+                Ordering::Acquire,
+            )
+            .map(|_| ())
+    }
+
+    /// AP, after running call `tag`: claim the right to publish its result.
+    /// The word is `(tag - 1, DONE)` unless the BSP gave the call up.
+    #[inline(always)]
+    pub fn begin_finish(&self, tag: u32) -> Finish {
+        // Relaxed on success: the AP acquired the call through the request
+        // line's tag; this CAS only decides ownership of the result slot
+        // against `abandon`/`mark_lost`, and both sides then publish with
+        // Release stores (`finish`) or own the slot alone. Acquire on
+        // failure pairs with `mark_lost`'s Release (the SMI-exit verdict).
+        let mut current = word(tag.wrapping_sub(1), DONE);
+        loop {
+            match self.0.compare_exchange(
+                current,
+                word(tag, FINISHING),
+                Ordering::Relaxed,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Finish::Won,
+                Err(now) if tag_of(now) == tag => {
+                    let mut seen = now;
+                    while let Err(again) = self.discard(seen, tag) {
+                        seen = again;
+                    }
+                    return if state_of(seen) == LOST {
+                        Finish::Lost
+                    } else {
+                        Finish::Abandoned
+                    };
+                }
+                // Not the word a posted call can have: only a region
+                // overwritten behind our back. Take it as it is.
+                Err(now) => current = now,
+            }
+        }
+    }
+
+    /// AP, after winning [`BusyFlag::begin_finish`]: the call is over.
+    #[inline(always)]
+    pub fn finish(&self, tag: u32) {
+        // Release: publishes the status write and token completion that
+        // precede it to the BSP's Acquire in `is_free`. Nobody else writes
+        // the word in FINISHING.
+        self.0.store(word(tag, DONE), Ordering::Release)
+    }
+
+    /// BSP: give up on call `tag` after its deadline.
+    #[inline(always)]
+    pub fn abandon(&self, tag: u32) -> Abandon {
+        // Acquire on failure: seeing the call over must also show the AP's
+        // results. Relaxed on success: the BSP then writes the result slot
+        // itself and the AP will not touch it (it fails `begin_finish`).
+        match self.0.compare_exchange(
+            word(tag.wrapping_sub(1), DONE),
+            word(tag, ABANDONED),
+            Ordering::Relaxed,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => Abandon::Abandoned,
+            Err(now) => Self::verdict(now, tag),
+        }
+    }
+
+    /// BSP at SMI exit: call `tag` outlived the exit timeout. Returns
+    /// `Abandoned` when the BSP now owns the status word, `AlreadyAbandoned`
+    /// when an earlier timeout owns it (the AP is lost in both cases),
+    /// `Finishing`/`AlreadyFree` when the AP is done after all (not lost).
+    pub fn mark_lost(&self, tag: u32) -> Abandon {
+        let mut current = word(tag.wrapping_sub(1), DONE);
+        loop {
+            // Release on success: the AP that reads LOST (Acquire in
+            // `start`/`begin_finish`/`is_lost`) sees the SMI-exit state
+            // before it. Acquire on failure: seeing DONE shows the results.
+            match self.0.compare_exchange(
+                current,
+                word(tag, LOST),
+                Ordering::Release,
+                Ordering::Acquire,
+            ) {
+                Ok(w) if state_of(w) == DONE => return Abandon::Abandoned,
+                Ok(_) => return Abandon::AlreadyAbandoned,
+                Err(now) if now == word(tag, ABANDONED) => current = now,
+                Err(now) => return Self::verdict(now, tag),
+            }
+        }
+    }
+
+    /// What a failed `abandon`/`mark_lost` of call `tag` found.
+    fn verdict(now: u64, tag: u32) -> Abandon {
+        if tag_of(now) != tag {
+            // Not even started, yet not `(tag - 1, DONE)`: only a region
+            // overwritten behind our back; report nothing to own.
+            return Abandon::AlreadyFree;
+        }
+        match state_of(now) {
+            FINISHING => Abandon::Finishing,
+            ABANDONED | LOST => Abandon::AlreadyAbandoned,
+            _ => Abandon::AlreadyFree,
+        }
+    }
+
+    /// Check-in (SPEC §6.2 step 5): the mailbox is free for this SMI, the
+    /// last posted call being `tag`.
+    pub fn reset_free(&self, tag: u32) {
         // Release: same publication as `finish`.
-        self.0.store(FREE, Ordering::Release)
+        self.0.store(word(tag, DONE), Ordering::Release)
     }
 }
 
@@ -177,50 +276,79 @@ impl Default for BusyFlag {
 mod tests {
     use super::*;
 
+    /// Run call `tag` to the end the way the AP does.
+    fn ap_runs(b: &BusyFlag, tag: u32) -> Finish {
+        match b.start(tag) {
+            Start::Run => {
+                let f = b.begin_finish(tag);
+                if f == Finish::Won {
+                    b.finish(tag);
+                }
+                f
+            }
+            Start::Discarded(true) => Finish::Lost,
+            Start::Discarded(false) => Finish::Abandoned,
+        }
+    }
+
     #[test]
-    fn claim_finish_cycle() {
+    fn post_finish_cycle() {
         let b = BusyFlag::new();
-        assert!(b.is_free());
-        assert!(b.try_claim());
-        assert!(!b.try_claim());
-        assert!(!b.is_free());
-        assert_eq!(b.begin_finish(), Finish::Won);
-        assert_eq!(b.abandon(), Abandon::Finishing);
-        assert_eq!(b.mark_lost(), Abandon::Finishing);
-        b.finish();
-        assert!(b.is_free());
-        assert_eq!(b.abandon(), Abandon::AlreadyFree);
+        assert!(b.is_free(0));
+        assert!(!b.is_pending(0));
+        // Call 1 posted.
+        assert!(!b.is_free(1) && b.is_pending(1));
+        assert_eq!(b.start(1), Start::Run);
+        assert_eq!(b.begin_finish(1), Finish::Won);
+        assert_eq!(b.abandon(1), Abandon::Finishing);
+        assert_eq!(b.mark_lost(1), Abandon::Finishing);
+        b.finish(1);
+        assert!(b.is_free(1) && !b.is_pending(1));
+        assert_eq!(b.abandon(1), Abandon::AlreadyFree);
+        assert_eq!(b.mark_lost(1), Abandon::AlreadyFree);
     }
 
     #[test]
     fn abandon_wins_then_ap_discards() {
         let b = BusyFlag::new();
-        assert!(b.try_claim());
-        assert_eq!(b.abandon(), Abandon::Abandoned);
-        assert_eq!(b.abandon(), Abandon::AlreadyAbandoned);
-        assert!(b.is_abandoned());
-        assert!(!b.try_claim(), "a timed-out AP stays busy");
-        assert_eq!(b.begin_finish(), Finish::Abandoned);
-        b.finish();
-        assert!(b.try_claim());
-        b.unclaim();
-        assert!(b.is_free());
+        assert_eq!(b.abandon(1), Abandon::Abandoned);
+        assert_eq!(b.abandon(1), Abandon::AlreadyAbandoned);
+        assert!(!b.is_free(1), "a timed-out AP stays busy");
+        assert_eq!(ap_runs(&b, 1), Finish::Abandoned);
+        assert!(b.is_free(1));
+        // Abandoned while running: the late result is discarded.
+        assert_eq!(b.start(2), Start::Run);
+        assert_eq!(b.abandon(2), Abandon::Abandoned);
+        assert_eq!(b.begin_finish(2), Finish::Abandoned);
+        assert!(b.is_free(2) && !b.is_lost());
     }
 
     #[test]
-    fn lost_from_claimed_or_abandoned() {
+    fn lost_from_posted_or_abandoned() {
         let b = BusyFlag::new();
-        assert_eq!(b.mark_lost(), Abandon::AlreadyFree);
-        assert!(b.try_claim());
-        assert_eq!(b.mark_lost(), Abandon::Abandoned);
-        assert!(b.is_lost() && b.is_abandoned() && !b.try_claim());
-        assert_eq!(b.abandon(), Abandon::AlreadyAbandoned);
-        assert_eq!(b.begin_finish(), Finish::Lost);
-        b.finish();
-        assert!(b.try_claim());
-        assert_eq!(b.abandon(), Abandon::Abandoned);
-        assert_eq!(b.mark_lost(), Abandon::AlreadyAbandoned);
+        assert_eq!(b.mark_lost(0), Abandon::AlreadyFree);
+        assert_eq!(b.mark_lost(1), Abandon::Abandoned);
+        assert!(b.is_lost() && !b.is_free(1));
+        assert_eq!(b.abandon(1), Abandon::AlreadyAbandoned);
+        assert_eq!(ap_runs(&b, 1), Finish::Lost);
+        assert!(b.is_free(1) && !b.is_lost());
+        assert_eq!(b.abandon(2), Abandon::Abandoned);
+        assert_eq!(b.mark_lost(2), Abandon::AlreadyAbandoned);
         assert!(b.is_lost());
-        assert_eq!(b.begin_finish(), Finish::Lost);
+        let Start::Discarded(true) = b.start(2) else {
+            panic!("lost call must be discarded")
+        };
+        assert!(b.is_free(2));
+    }
+
+    #[test]
+    fn tags_wrap() {
+        let b = BusyFlag::new();
+        b.reset_free(u32::MAX);
+        assert!(b.is_free(u32::MAX));
+        assert!(b.is_pending(0));
+        assert_eq!(b.abandon(0), Abandon::Abandoned);
+        assert_eq!(ap_runs(&b, 0), Finish::Abandoned);
+        assert!(b.is_free(0));
     }
 }

@@ -3,7 +3,7 @@
 //! * [`atomic`]: one facade, `core::sync::atomic` in firmware and on the
 //!   host, `loom` under `cfg(loom)` (the tokio `src/loom/` pattern).
 //! * [`Semaphore`]: EDK2's counting semaphore with lock-down (SPEC §6.6).
-//! * [`BusyFlag`]: the claim word of a mailbox (EDK2's per-CPU `Busy`
+//! * [`BusyFlag`]: the completion word of a mailbox (EDK2's per-CPU `Busy`
 //!   spin lock, extended with the timeout states of SPEC §2.7).
 //! * [`pause`]: how a CPU waits (platform `CpuPause`, else the pause
 //!   instruction; a loom yield under `cfg(loom)`).
@@ -15,6 +15,6 @@ mod busy;
 mod semaphore;
 mod wait;
 
-pub use busy::{Abandon, BusyFlag, Finish};
+pub use busy::{Abandon, BusyFlag, Finish, Start};
 pub use semaphore::{Semaphore, SEMAPHORE_LOCKED};
 pub use wait::{pause, PauseFn};
