@@ -297,20 +297,27 @@ impl Instance {
             return Status::ALREADY_STARTED;
         }
         // One snapshot of the present APs; every later step uses only it.
-        // Each pass is a plain index loop over the CPU and mailbox arrays
-        // (no per-CPU lookups, no iterator adapters: the BSP's cost per AP
-        // is what broadcast scaling measures; docs/PERFORMANCE.md).
+        // One pass takes the snapshot and looks for pending removals and
+        // busy members (SPEC order of the verdicts kept below); a second
+        // posts. Both walk the CPU, mailbox and busy-flag arrays side by
+        // side, without per-CPU lookups: the BSP's cost per AP is what
+        // broadcast scaling measures (docs/PERFORMANCE.md [3]).
         let cpus = self.cpus();
         let mailboxes = self.mailboxes();
+        let flags = self.busy_flags();
+        let all = || cpus.iter().zip(mailboxes.iter()).zip(flags.iter());
         let mut count: u32 = 0;
         let mut removal = false;
-        for (i, state) in cpus.iter() {
+        let mut busy = false;
+        for (((i, state), (_, m)), (_, f)) in all() {
             let mut member = false;
             if i != bsp && state.is_present() {
                 let op = state.pending_op();
                 // A slot emptied by a pending removal is still a member.
                 member = op == OP_REMOVE || !state.is_empty();
                 removal |= member && op == OP_REMOVE;
+                // Claiming writes nothing: NOT_READY changes nothing.
+                busy |= member && !Channel::new(m, f, &state.posted).is_free();
             }
             // Relaxed: the snapshot is scratch of the BSP's own.
             state.in_set.store(member, Ordering::Relaxed);
@@ -319,21 +326,8 @@ impl Instance {
         if removal {
             return Status::INVALID_PARAMETER;
         }
-        // Busy check (nothing changes on NOT_READY: claiming writes nothing).
-        let flags = self.busy_flags();
-        let both = || cpus.iter().zip(mailboxes.iter()).zip(flags.iter());
-        for (((_, s), (_, m)), (_, f)) in both() {
-            // Relaxed: the BSP's own snapshot, written above.
-            if s.in_set.load(Ordering::Relaxed)
-                && !(Channel {
-                    request: m,
-                    busy: f,
-                    posted: &s.posted,
-                })
-                .is_free()
-            {
-                return Status::NOT_READY;
-            }
+        if busy {
+            return Status::NOT_READY;
         }
         if count == 0 {
             return Status::NOT_STARTED;
@@ -368,7 +362,7 @@ impl Instance {
             status: core::ptr::null_mut(),
             token: link,
         };
-        for (((i, s), (_, m)), (_, f)) in both() {
+        for (((i, s), (_, m)), (_, f)) in all() {
             if !s.in_set.load(Ordering::Relaxed) {
                 continue;
             }
@@ -379,20 +373,10 @@ impl Instance {
             // Every member was free above and only the BSP posts, so the
             // claim cannot fail; if the region was overwritten and it does,
             // the member's share of the token ends at once.
-            match (Channel {
-                request: m,
-                busy: f,
-                posted: &s.posted,
-            })
-            .try_claim()
-            {
+            let ch = Channel::new(m, f, &s.posted);
+            match ch.try_claim() {
                 Some(claim) => {
-                    (Channel {
-                        request: m,
-                        busy: f,
-                        posted: &s.posted,
-                    })
-                    .post(claim, &call);
+                    ch.post(claim, &call);
                 }
                 None => {
                     if let Some(t) = self.tokens().by_link(link) {

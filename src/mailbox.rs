@@ -93,6 +93,15 @@ pub struct Channel<'a> {
 }
 
 impl<'a> Channel<'a> {
+    #[inline(always)]
+    pub fn new(request: &'a Mailbox, busy: &'a BusyFlag, posted: &'a AtomicU32) -> Self {
+        Channel {
+            request,
+            busy,
+            posted,
+        }
+    }
+
     /// Tag of the last call posted.
     #[inline(always)]
     fn tag(&self, order: Ordering) -> u32 {
