@@ -165,16 +165,23 @@ impl MmMpPlatform {
     /// A deadline `us` microseconds from now; `None` when there is no time
     /// source or `us` is 0 (wait for ever, as EDK2).
     pub fn deadline_after_us(&self, us: u64) -> Option<Deadline> {
+        let ticks = self.ticks_for_us(us)?;
+        Some(Deadline {
+            start: self.now(),
+            ticks,
+        })
+    }
+
+    /// How many ticks `us` microseconds last (at least 1); `None` when
+    /// there is no time source or `us` is 0.
+    pub fn ticks_for_us(&self, us: u64) -> Option<u64> {
         if us == 0 || !self.has_time_source() {
             return None;
         }
         // No 128-bit arithmetic in firmware: saturate instead. A saturated
         // deadline is ~584 years at 1 GHz, i.e. "never".
         let ticks = us.saturating_mul(self.ticks_per_second) / 1_000_000;
-        Some(Deadline {
-            start: self.now(),
-            ticks: ticks.max(1),
-        })
+        Some(ticks.max(1))
     }
 
     /// Whether `deadline` has passed (never for `None`).

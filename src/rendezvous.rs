@@ -82,6 +82,9 @@ pub mod phase {
 
 use phase::*;
 
+/// `CpuState::wait_start` of a timed wait whose clock is not read yet.
+const NOT_STARTED: u64 = u64::MAX;
+
 /// What a phase handler decided.
 enum Step {
     /// Stay in the current phase; nothing more to do now.
@@ -115,24 +118,31 @@ impl Instance {
     }
 
     /// Wait between two steps of `cpu`: at least one `CpuPause`. In the
-    /// dispatch loop the CPU waits right here for a call or a run count,
-    /// and runs the calls itself (two loads per pause instead of a whole
-    /// step: the loop's reaction time is the dispatch latency,
-    /// docs/PERFORMANCE.md [1]). Returns `true` when a call came back
-    /// lost: the CPU must leave at once, as `ap_loop` does.
+    /// dispatch loop the CPU then waits right here for a call or a run
+    /// count and runs the calls itself (`ap_loop_spin`). Returns `true`
+    /// when a call came back lost: the CPU must leave at once, as
+    /// `ap_loop` does.
     fn pause_in(&self, cpu: usize) -> bool {
         self.platform.pause();
-        let (Some(state), Some(m), Some(run)) =
-            (self.cpu(cpu), self.mailbox(cpu), self.run_sem(cpu))
-        else {
+        let Some(state) = self.cpu(cpu) else {
             return false;
         };
         // Relaxed: the phase is only ever touched by its own CPU.
-        if state.phase.load(Ordering::Relaxed) != AP_LOOP {
+        state.phase.load(Ordering::Relaxed) == AP_LOOP && self.ap_loop_spin(cpu)
+    }
+
+    /// The dispatch loop's spin: reads only the request tag and the run
+    /// semaphore (lines the BSP writes) — not its own CPU state or busy
+    /// flag, which the BSP reads: a spin that also reads a line another CPU
+    /// reads or writes loses it to that CPU on every access (migratory
+    /// sharing) and costs a pipeline flush per snoop (docs/PERFORMANCE.md
+    /// [1]). What this AP finished last it keeps in a local. Runs the
+    /// calls; returns on a run count (#8) or when a call came back lost
+    /// (`true`).
+    fn ap_loop_spin(&self, cpu: usize) -> bool {
+        let (Some(m), Some(run)) = (self.mailbox(cpu), self.run_sem(cpu)) else {
             return false;
-        }
-        // The loop reads only the request tag and the run semaphore (lines
-        // the BSP writes); what this AP finished last it keeps in a local.
+        };
         let mut seen = m.completed();
         loop {
             let tag = m.posted();
@@ -227,10 +237,13 @@ impl Instance {
         !self.settings.relaxed || self.settings.configure_mtrrs
     }
 
+    /// Begin a timed wait of this CPU. The clock is read on the wait's
+    /// first unmet check (`timed_out`), so a wait that is over at once —
+    /// the common case — costs no time-source call.
     fn timed_wait_start(&self, cpu: usize) {
         if let Some(s) = self.cpu(cpu) {
             // Relaxed: private to this CPU.
-            s.wait_start.store(self.platform.now(), Ordering::Relaxed);
+            s.wait_start.store(NOT_STARTED, Ordering::Relaxed);
         }
     }
 
@@ -238,12 +251,17 @@ impl Instance {
     /// lasted `us` microseconds (never without a time source).
     fn timed_out(&self, cpu: usize, us: u64) -> bool {
         let Some(s) = self.cpu(cpu) else { return true };
-        let Some(full) = self.platform.deadline_after_us(us) else {
+        let Some(ticks) = self.platform.ticks_for_us(us) else {
             return false;
         };
-        let (_, ticks) = full.parts();
         // Relaxed: private to this CPU.
         let start = s.wait_start.load(Ordering::Relaxed);
+        if start == NOT_STARTED {
+            // A clock reading of NOT_STARTED itself is taken one tick early.
+            let now = self.platform.now().min(NOT_STARTED - 1);
+            s.wait_start.store(now, Ordering::Relaxed);
+            return false;
+        }
         self.platform
             .expired(Some(Deadline::from_parts(start, ticks)))
     }
@@ -312,6 +330,11 @@ impl Instance {
     /// EDK2 `AllCpusInSmmExceptBlockedDisabled`.
     fn all_arrived_except_blocked(&self) -> bool {
         let arrived = self.arrival().value();
+        if arrived != SEMAPHORE_LOCKED && arrived as usize >= self.number_of_cpus() {
+            // Every slot checked in: no need to look at each CPU's state
+            // (the expected CPUs are a subset of the slots).
+            return true;
+        }
         if arrived == SEMAPHORE_LOCKED {
             // The door is locked: the count at the lock is what arrived.
             return self.sync().arrived_count() as u32 >= self.expected_cpus();
@@ -335,7 +358,10 @@ impl Instance {
                 return Arrival::Waiting;
             }
             let arrived = self.arrival().value();
-            if arrived == SEMAPHORE_LOCKED || arrived >= self.expected_cpus() {
+            if arrived == SEMAPHORE_LOCKED
+                || arrived as usize >= self.number_of_cpus()
+                || arrived >= self.expected_cpus()
+            {
                 return Arrival::Done(all);
             }
             for (i, s) in self.cpus().iter() {
