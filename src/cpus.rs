@@ -14,40 +14,53 @@ pub const OP_ADD: u32 = 1;
 pub const OP_REMOVE: u32 = 2;
 pub const OP_SWITCH_BSP: u32 = 3;
 
+/// One CPU's state, in two parts of 64 bytes each (two lines at the
+/// default line size): the first is what the CPU itself writes on every
+/// phase change (and the BSP's scratch about it), the second what other
+/// CPUs read about it (present, pending operation, processor record). A
+/// CPU stepping through its phases then never pulls the second part away
+/// from a BSP reading it, nor the BSP's reads the first part away from the
+/// CPU (docs/PERFORMANCE.md [2]).
 #[repr(C)]
 pub struct CpuState {
+    // -- written by this CPU as it steps (bytes 0..64) --
     /// Rendezvous state machine position of this CPU (written by itself).
     pub phase: AtomicU32,
     /// BSP: barrier arrivals still expected. AP: unused.
     pub remaining: AtomicU32,
     /// AP: the BSP of the SMI it joined.
     pub bsp: AtomicU32,
-    /// Checked into the current SMI and in (or entering) the dispatch loop.
-    pub present: AtomicBool,
-    /// Broadcast snapshot scratch (written by the BSP only).
-    pub in_set: AtomicBool,
     /// The BSP's copy of the tag of the last call posted to this CPU's
     /// mailbox (`mailbox::Channel`): the BSP checks and waits on calls
     /// without reading the request line the AP polls.
     pub posted: AtomicU32,
-    /// Pending operation (`OP_*`).
-    pub pending_op: AtomicU32,
     /// Start tick of this CPU's current timed wait.
     pub wait_start: AtomicU64,
+    /// Broadcast snapshot scratch (written by the BSP only).
+    pub in_set: AtomicBool,
+    _own_line: [u8; 39],
+    // -- read by other CPUs (bytes 64..128) --
+    /// Checked into the current SMI and in (or entering) the dispatch loop.
+    pub present: AtomicBool,
     /// Hot-added, its first SMI not taken yet (SPEC §5.3): set by
     /// AddProcessor, cleared by that first `rendezvous_step`, which returns
     /// at once without joining the rendezvous.
     needs_init: AtomicBool,
+    /// Pending operation (`OP_*`).
+    pub pending_op: AtomicU32,
     /// `Control::smi_seq` when this CPU took its init-only SMI: the BSP of
     /// that SMI must not wait for it (it will not check in).
     init_seq: AtomicU32,
     // The processor table record, field by field so that it can be read
     // while hot-plug changes a slot.
-    apic_id: AtomicU64,
     status_flag: AtomicU32,
+    apic_id: AtomicU64,
     location: [AtomicU32; 3],
     location2: [AtomicU32; 6],
 }
+
+static_assertions::const_assert_eq!(core::mem::offset_of!(CpuState, present), 64);
+static_assertions::const_assert_eq!(core::mem::size_of::<CpuState>(), 128);
 
 impl CpuState {
     pub fn new(info: &ProcessorInformation) -> Self {
@@ -59,6 +72,7 @@ impl CpuState {
             bsp: AtomicU32::new(u32::MAX),
             present: AtomicBool::new(false),
             in_set: AtomicBool::new(false),
+            _own_line: [0; 39],
             posted: AtomicU32::new(0),
             pending_op: AtomicU32::new(OP_NONE),
             wait_start: AtomicU64::new(0),

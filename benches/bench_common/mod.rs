@@ -54,6 +54,10 @@ pub struct Opts {
     /// CpuPause steps CPU 1 once (one thread plays both CPUs: a blocking
     /// call of the BSP makes progress under callgrind).
     pub step_cpu1_on_pause: bool,
+    /// MmFoundationEntry does nothing at all (no closure behind a lock):
+    /// the "empty handler" of the rendezvous figure [2]. `set_foundation`
+    /// has no effect then.
+    pub empty_foundation: bool,
 }
 
 impl Default for Opts {
@@ -66,6 +70,7 @@ impl Default for Opts {
             spin: false,
             clock: false,
             step_cpu1_on_pause: false,
+            empty_foundation: false,
         }
     }
 }
@@ -133,6 +138,8 @@ unsafe extern "efiapi" fn cb_pause_step(ctx: *mut c_void) {
     inst.rendezvous_step(1);
     CURRENT.with(|c| c.set(prev));
 }
+
+unsafe extern "efiapi" fn cb_foundation_empty(_ctx: *mut c_void, _bsp: usize) {}
 
 unsafe extern "efiapi" fn cb_foundation(ctx: *mut c_void, bsp: usize) {
     // SAFETY: the context is the machine's Inner, alive for the process.
@@ -236,7 +243,11 @@ impl Machine {
             mtrr_save: None,
             mtrr_replace: None,
             mtrr_restore: None,
-            mm_foundation_entry: Some(cb_foundation),
+            mm_foundation_entry: Some(if opts.empty_foundation {
+                cb_foundation_empty
+            } else {
+                cb_foundation
+            }),
             get_processor_location: None,
             register_exception_handler: None,
             fatal: None,
