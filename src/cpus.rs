@@ -6,7 +6,7 @@ use crate::efi::{
     CpuPhysicalLocation, CpuPhysicalLocation2, ExtendedProcessorInformation, ProcessorInformation,
     INVALID_APIC_ID,
 };
-use crate::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use crate::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 /// Pending CPU operations (SPEC §5.1).
 pub const OP_NONE: u32 = 0;
@@ -15,12 +15,12 @@ pub const OP_REMOVE: u32 = 2;
 pub const OP_SWITCH_BSP: u32 = 3;
 
 /// One CPU's state, in two parts of 64 bytes each (two lines at the
-/// default line size): the first is what the CPU itself writes on every
-/// phase change (and the BSP's scratch about it), the second what other
-/// CPUs read about it (present, pending operation, processor record). A
-/// CPU stepping through its phases then never pulls the second part away
-/// from a BSP reading it, nor the BSP's reads the first part away from the
-/// CPU (docs/PERFORMANCE.md [2]).
+/// default line size): the first is what the CPU itself writes as it
+/// steps through its phases, the second what other CPUs read about it
+/// (present, pending operation, processor record) and the BSP's scratch
+/// about it. A CPU stepping through its phases then never pulls the second
+/// part away from a BSP reading it, nor the BSP the first part away from
+/// the CPU (docs/PERFORMANCE.md [2]).
 #[repr(C)]
 pub struct CpuState {
     // -- written by this CPU as it steps (bytes 0..64) --
@@ -30,16 +30,11 @@ pub struct CpuState {
     pub remaining: AtomicU32,
     /// AP: the BSP of the SMI it joined.
     pub bsp: AtomicU32,
-    /// The BSP's copy of the tag of the last call posted to this CPU's
-    /// mailbox (`mailbox::Channel`): the BSP checks and waits on calls
-    /// without reading the request line the AP polls.
-    pub posted: AtomicU32,
+    _pad: u32,
     /// Start tick of this CPU's current timed wait.
     pub wait_start: AtomicU64,
-    /// Broadcast snapshot scratch (written by the BSP only).
-    pub in_set: AtomicBool,
-    _own_line: [u8; 39],
-    // -- read by other CPUs (bytes 64..128) --
+    _own_line: [u64; 5],
+    // -- read by other CPUs, and the BSP's scratch (bytes 64..128) --
     /// Checked into the current SMI and in (or entering) the dispatch loop.
     pub present: AtomicBool,
     /// Hot-added, its first SMI not taken yet (SPEC §5.3): set by
@@ -47,19 +42,32 @@ pub struct CpuState {
     /// at once without joining the rendezvous.
     needs_init: AtomicBool,
     /// Pending operation (`OP_*`).
-    pub pending_op: AtomicU32,
+    pending_op: AtomicU8,
+    /// Broadcast snapshot scratch (written by the BSP only).
+    pub in_set: AtomicBool,
+    /// The BSP's copy of the tag of the last call posted to this CPU's
+    /// mailbox (`mailbox::Channel`): the BSP checks and waits on calls
+    /// without reading the request line the AP polls.
+    pub posted: AtomicU32,
+    /// The last tag the BSP saw done on this CPU's busy flag: while it
+    /// equals `posted` the mailbox is known free without reading the busy
+    /// flag (a line the AP writes).
+    pub known_done: AtomicU32,
     /// `Control::smi_seq` when this CPU took its init-only SMI: the BSP of
     /// that SMI must not wait for it (it will not check in).
     init_seq: AtomicU32,
     // The processor table record, field by field so that it can be read
     // while hot-plug changes a slot.
-    status_flag: AtomicU32,
     apic_id: AtomicU64,
+    status_flag: AtomicU32,
     location: [AtomicU32; 3],
     location2: [AtomicU32; 6],
 }
 
+// The split holds for the real atomics (loom's are larger).
+#[cfg(not(loom))]
 static_assertions::const_assert_eq!(core::mem::offset_of!(CpuState, present), 64);
+#[cfg(not(loom))]
 static_assertions::const_assert_eq!(core::mem::size_of::<CpuState>(), 128);
 
 impl CpuState {
@@ -70,12 +78,14 @@ impl CpuState {
             phase: AtomicU32::new(0),
             remaining: AtomicU32::new(0),
             bsp: AtomicU32::new(u32::MAX),
+            _pad: 0,
+            wait_start: AtomicU64::new(0),
+            _own_line: [0; 5],
             present: AtomicBool::new(false),
             in_set: AtomicBool::new(false),
-            _own_line: [0; 39],
             posted: AtomicU32::new(0),
-            pending_op: AtomicU32::new(OP_NONE),
-            wait_start: AtomicU64::new(0),
+            known_done: AtomicU32::new(0),
+            pending_op: AtomicU8::new(OP_NONE as u8),
             needs_init: AtomicBool::new(false),
             init_seq: AtomicU32::new(u32::MAX),
             apic_id: AtomicU64::new(info.processor_id),
@@ -124,12 +134,14 @@ impl CpuState {
         // Acquire pairs with the Release in `set_pending_op`: operations are
         // recorded under the hot-plug lock, possibly by another CPU than the
         // BSP that reads them (Dispatch, Broadcast, the end of the SMI).
-        self.pending_op.load(Ordering::Acquire)
+        u32::from(self.pending_op.load(Ordering::Acquire))
     }
 
     /// Record or clear a pending operation (`OP_*`), under the hot-plug lock.
     pub fn set_pending_op(&self, op: u32) {
         // Release: see `pending_op`.
+        // OP_* values fit a byte; anything else is stored as "none".
+        let op = u8::try_from(op).unwrap_or(OP_NONE as u8);
         self.pending_op.store(op, Ordering::Release)
     }
 

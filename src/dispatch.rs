@@ -317,7 +317,7 @@ impl Instance {
                 member = op == OP_REMOVE || !state.is_empty();
                 removal |= member && op == OP_REMOVE;
                 // Claiming writes nothing: NOT_READY changes nothing.
-                busy |= member && !Channel::new(m, f, &state.posted).is_free();
+                busy |= member && !Channel::new(m, f, state).is_free();
             }
             // Relaxed: the snapshot is scratch of the BSP's own.
             state.in_set.store(member, Ordering::Relaxed);
@@ -373,7 +373,7 @@ impl Instance {
             // Every member was free above and only the BSP posts, so the
             // claim cannot fail; if the region was overwritten and it does,
             // the member's share of the token ends at once.
-            let ch = Channel::new(m, f, &s.posted);
+            let ch = Channel::new(m, f, s);
             match ch.try_claim() {
                 Some(claim) => {
                     ch.post(claim, &call);

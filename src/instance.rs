@@ -408,11 +408,11 @@ impl Instance {
     /// copy of its last tag.
     #[inline(always)]
     pub fn mailbox(&self, cpu: usize) -> Option<Channel<'_>> {
-        Some(Channel {
-            request: self.mailboxes().get(cpu)?,
-            busy: self.busy_flags().get(cpu)?,
-            posted: &self.cpu(cpu)?.posted,
-        })
+        Some(Channel::new(
+            self.mailboxes().get(cpu)?,
+            self.busy_flags().get(cpu)?,
+            self.cpu(cpu)?,
+        ))
     }
 
     #[inline(always)]

@@ -19,6 +19,7 @@
 
 use core::ffi::c_void;
 
+use crate::cpus::CpuState;
 use crate::efi::Status;
 use crate::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use crate::sync::{Abandon, BusyFlag, Finish, Start};
@@ -84,21 +85,23 @@ impl Default for Mailbox {
 pub struct Claim(u32);
 
 /// One CPU's mailbox: its request line, its completion word and the
-/// BSP's copy of the last tag (`CpuState::posted`).
+/// BSP's notes about it (`CpuState::posted`, `CpuState::known_done`).
 #[derive(Clone, Copy)]
 pub struct Channel<'a> {
     pub request: &'a Mailbox,
     pub busy: &'a BusyFlag,
     pub posted: &'a AtomicU32,
+    pub known_done: &'a AtomicU32,
 }
 
 impl<'a> Channel<'a> {
     #[inline(always)]
-    pub fn new(request: &'a Mailbox, busy: &'a BusyFlag, posted: &'a AtomicU32) -> Self {
+    pub fn new(request: &'a Mailbox, busy: &'a BusyFlag, state: &'a CpuState) -> Self {
         Channel {
             request,
             busy,
-            posted,
+            posted: &state.posted,
+            known_done: &state.known_done,
         }
     }
 
@@ -121,7 +124,11 @@ impl<'a> Channel<'a> {
     /// Whether no call is in flight on this mailbox (BSP side).
     #[inline(always)]
     pub fn is_free(&self) -> bool {
-        self.busy.is_free(self.own_tag())
+        let tag = self.own_tag();
+        // Relaxed: BSP scratch, as `own_tag`. A call seen done stays done
+        // until the next post (only the BSP posts), so the busy flag, a
+        // line the AP owns, is read only while a call may still run.
+        self.known_done.load(Ordering::Relaxed) == tag || self.is_done(tag)
     }
 
     /// BSP: take the mailbox for a new call if it is free.
@@ -156,7 +163,12 @@ impl<'a> Channel<'a> {
     /// pipeline flush per snoop; docs/PERFORMANCE.md [1]).
     #[inline(always)]
     pub fn is_done(&self, tag: u32) -> bool {
-        self.busy.is_free(tag)
+        let done = self.busy.is_free(tag);
+        if done {
+            // Relaxed: BSP scratch (see `is_free`).
+            self.known_done.store(tag, Ordering::Relaxed);
+        }
+        done
     }
 
     /// BSP: the tag of the call in flight (or of the last one posted).
@@ -214,9 +226,14 @@ impl<'a> Channel<'a> {
     }
 
     /// AP, at check-in: the mailbox is free for this SMI (SPEC §6.2 step 5).
+    /// Nearly always it is already; then nothing is written (a store would
+    /// pull the line from the BSP that read it last, on the entry's path).
     pub fn reset_free(&self) {
         // Acquire: the tag may come from a BSP of an earlier SMI.
-        self.busy.reset_free(self.tag(Ordering::Acquire))
+        let tag = self.tag(Ordering::Acquire);
+        if self.busy.done_tag() != Some(tag) {
+            self.busy.reset_free(tag)
+        }
     }
 
     /// AP: the tag of the last call posted (Acquire: with its fields).

@@ -205,8 +205,11 @@ proptest! {
                     }
                     1 => {
                         let mut t: MmCompletion = NULL_TOKEN;
-                        let mut arr = [Status(0); 4];
-                        let st = sim.broadcast(p2(proc_count), 0, arg, flag.then_some(&mut t), Some(&mut arr));
+                        // A non-blocking call's status array must outlive
+                        // the call (the APs write it after the handler
+                        // returned): leaked, a few bytes per case.
+                        let arr: &'static mut [Status; 4] = Box::leak(Box::new([Status(0); 4]));
+                        let st = sim.broadcast(p2(proc_count), 0, arg, flag.then_some(&mut t), Some(arr));
                         if st == Status::SUCCESS && *flag { live.push(t); }
                         st
                     }

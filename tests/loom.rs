@@ -31,6 +31,7 @@ struct Cpu {
     mailbox: Mailbox,
     busy: BusyFlag,
     posted: AtomicU32,
+    known_done: AtomicU32,
 }
 
 impl Cpu {
@@ -39,6 +40,7 @@ impl Cpu {
             request: &self.mailbox,
             busy: &self.busy,
             posted: &self.posted,
+            known_done: &self.known_done,
         }
     }
 }
@@ -64,6 +66,7 @@ impl Machine {
                     mailbox: Mailbox::new(),
                     busy: BusyFlag::new(),
                     posted: AtomicU32::new(0),
+                    known_done: AtomicU32::new(0),
                 })
                 .collect(),
             tokens: (0..tokens).map(|_| Token::new()).collect(),

@@ -77,7 +77,7 @@ fn all_rows(n: usize, relaxed: bool) {
             c.eq("2.2.4 absent AP", d(a), Status::INVALID_PARAMETER);
         }
         let st = sim.instance().cpu(ap).unwrap();
-        st.pending_op.store(OP_REMOVE, Ordering::SeqCst);
+        st.set_pending_op(OP_REMOVE);
         c.eq("2.2.5 pending removal", d(ap), Status::INVALID_PARAMETER);
         c.eq(
             "2.3.5 broadcast with pending removal",
@@ -89,7 +89,7 @@ fn all_rows(n: usize, relaxed: bool) {
             sim.startup_this_ap(p1(legacy_count), ap, ptr(&r)),
             Status::INVALID_PARAMETER,
         );
-        st.pending_op.store(OP_NONE, Ordering::SeqCst);
+        st.set_pending_op(OP_NONE);
         c.eq(
             "2.2.7 NULL procedure",
             sim.dispatch(None, ap, 0, ptr(&r), None, None),
