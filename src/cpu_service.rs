@@ -11,7 +11,7 @@
 //!
 //! [`ApicMap`] is WhoAmI's O(1) lookup ([DIFF]: EDK2 scans the table).
 
-use crate::cpus::{OP_ADD, OP_NONE, OP_REMOVE, OP_SWITCH_BSP};
+use crate::cpus::{CpuState, OP_ADD, OP_NONE, OP_REMOVE, OP_SWITCH_BSP};
 use crate::efi::{
     CpuInterruptHandler, ExceptionType, ExtendedProcessorInformation, ProcessorInformation, Status,
     INVALID_APIC_ID,
@@ -281,7 +281,7 @@ impl Instance {
         if state.pending_op() != OP_NONE || self.current_bsp() == number {
             return Status::UNSUPPORTED;
         }
-        state.set_pending_op(OP_SWITCH_BSP);
+        self.set_pending(state, OP_SWITCH_BSP);
         // Release: pairs with the election's Acquire load of the candidate.
         self.control()
             .bsp_candidate
@@ -320,7 +320,7 @@ impl Instance {
         record.processor_id = processor_id;
         record.status_flag = 0;
         state.set_needs_init(true);
-        state.set_pending_op(OP_ADD);
+        self.set_pending(state, OP_ADD);
         state.set_record(&record);
         // Cannot fail: at most NumberOfCpus live entries in a map of at
         // least twice that size.
@@ -346,7 +346,7 @@ impl Instance {
         if self.current_bsp() == number || state.pending_op() != OP_NONE {
             return Status::UNSUPPORTED;
         }
-        state.set_pending_op(OP_REMOVE);
+        self.set_pending(state, OP_REMOVE);
         let mut record = state.record();
         record.processor_id = INVALID_APIC_ID;
         state.set_record(&record);
@@ -396,6 +396,13 @@ impl Instance {
             .register_exception_handler(exception_type, handler)
     }
 
+    /// Record a pending operation of a slot (caller holds the hot-plug lock).
+    fn set_pending(&self, state: &CpuState, op: u32) {
+        state.set_pending_op(op);
+        // Release: the end of the SMI that sees the flag sees the operation.
+        self.control().ops_pending.store(true, Ordering::Release);
+    }
+
     /// SPEC §5.3 / §6.3 step 8: apply the pending operations at the end of
     /// the SMI (BSP, after the APs left the dispatch loop). Add: the slot
     /// is now an ordinary CPU, expected once it took its first SMI. Remove:
@@ -403,10 +410,13 @@ impl Instance {
     /// the candidate was recorded at the call and is consumed by the next
     /// election.
     pub fn apply_pending_operations(&self) {
-        if self.cpus().iter().all(|(_, s)| s.pending_op() == OP_NONE) {
+        // Acquire pairs with the Release in `set_pending`.
+        if !self.control().ops_pending.load(Ordering::Acquire) {
             return;
         }
         let _guard = self.hot_plug_lock();
+        // Relaxed: under the hot-plug lock, as every `set_pending`.
+        self.control().ops_pending.store(false, Ordering::Relaxed);
         for (_, s) in self.cpus().iter() {
             // OP_ADD, OP_REMOVE, OP_SWITCH_BSP: nothing left to do but
             // clearing (see above); an unknown value is dropped too.

@@ -147,6 +147,10 @@ pub struct Control {
     /// SwitchBsp, applying pending operations): one writer of the
     /// processor table and the APIC ID map at a time, whoever calls.
     pub hot_plug_lock: AtomicBool,
+    /// Set with every pending CPU operation, cleared when the end of an
+    /// SMI applies them: the end of an SMI does not read every CPU's state
+    /// to find out that there is nothing to apply.
+    pub ops_pending: AtomicBool,
 }
 
 /// The instance header (first bytes of the caller's buffer).
@@ -294,6 +298,7 @@ impl Instance {
                 sync_needed: AtomicBool::new(true),
                 smi_seq: AtomicU32::new(0),
                 hot_plug_lock: AtomicBool::new(false),
+                ops_pending: AtomicBool::new(false),
             });
             (base.add(layout.stats) as *mut Stats).write(Stats::new());
             (base.add(layout.pool) as *mut PoolState).write(PoolState::new());

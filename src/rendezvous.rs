@@ -478,7 +478,6 @@ impl Instance {
 
     fn bsp_enter(&self, cpu: usize) -> Step {
         let control = self.control();
-        self.stats().bump(Counter::Smis);
         // A pending SwitchBsp is consumed by this election (EDK2 clears
         // SwitchBsp and CandidateBsp[] here). Relaxed: BSP-only until the
         // next election, which this SMI's final Release store precedes.
@@ -492,6 +491,9 @@ impl Instance {
         // CPU that sees "BSP inside" or reads the current BSP.
         control.current_bsp.store(cpu, Ordering::Release);
         control.bsp_inside.store(true, Ordering::Release);
+        // After "BSP inside": the statistics line may sit with the last
+        // SMI's BSP, and the APs need not wait for it.
+        self.stats().bump(Counter::Smis);
         if let Some(s) = self.cpu(cpu) {
             s.set_present(true);
         }
@@ -679,6 +681,10 @@ impl Instance {
 
     /// §6.3 step 8: pending CPU operations, BSP not present, wait #13.
     fn bsp_before_final(&self, cpu: usize) -> Step {
+        // The services closed with "BSP inside" and every present AP is
+        // free (lost ones no longer touch tokens): the tokens of this SMI
+        // end here, while the APs leave, not after the last barrier.
+        self.tokens().reset();
         self.apply_pending_operations();
         if let Some(s) = self.cpu(cpu) {
             s.set_present(false);
@@ -693,7 +699,6 @@ impl Instance {
             return Step::Wait; // #13
         }
         let control = self.control();
-        self.tokens().reset();
         if self.settings.bsp_election {
             control.bsp_index.store(NO_BSP, Ordering::Relaxed);
         }
