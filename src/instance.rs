@@ -6,7 +6,8 @@
 //! ```text
 //! [Instance header: settings, platform copy, protocols, startup procedure]
 //! [arrival counter]            spun on by the BSP, bumped by every CPU
-//! [control: BSP inside, all in sync, BSP index, current BSP]   read by all
+//! [flags: BSP inside, all in sync, current BSP]   polled by every CPU
+//! [control: BSP index, SwitchBsp candidate, counts, SMI sequence]
 //! [token pool state]           written by the BSP
 //! [statistics]                 counters
 //! [run semaphore]  x NumberOfCpus    one line each
@@ -71,6 +72,7 @@ pub struct Settings {
 #[derive(Clone, Copy)]
 pub struct Layout {
     pub arrival: usize,
+    pub flags: usize,
     pub control: usize,
     pub pool: usize,
     pub stats: usize,
@@ -91,6 +93,7 @@ impl Layout {
         let header = c.area(size_of::<Instance>())?;
         debug_assert_eq!(header, 0);
         let arrival = c.area(size_of::<Semaphore>())?;
+        let flags = c.area(size_of::<Flags>())?;
         let control = c.area(size_of::<Control>())?;
         let pool = c.area(size_of::<PoolState>())?;
         let stats = c.area(size_of::<Stats>())?;
@@ -104,6 +107,7 @@ impl Layout {
         let total = c.finish()?;
         Some(Layout {
             arrival,
+            flags,
             control,
             pool,
             stats,
@@ -118,19 +122,27 @@ impl Layout {
     }
 }
 
-/// Rendezvous-wide flags (EDK2 `SMM_DISPATCHER_MP_SYNC_DATA`), one line.
+/// The rendezvous flags every CPU polls, on a line of their own: the
+/// BSP's other start- and end-of-SMI stores (`Control`) and the election's
+/// compare-exchanges do not pull this line away from the polling CPUs
+/// (docs/PERFORMANCE.md [2]).
 #[repr(C)]
-pub struct Control {
+pub struct Flags {
     /// EDK2 `InsideSmm`: the BSP is in the SMI (services open).
     pub bsp_inside: AtomicBool,
     /// EDK2 `AllCpusInSync`: door locked; cleared last at SMI exit.
     pub all_in_sync: AtomicBool,
+    /// The BSP of the SMI in progress as reported to callers.
+    pub current_bsp: AtomicUsize,
+}
+
+/// Rendezvous-wide state (EDK2 `SMM_DISPATCHER_MP_SYNC_DATA`), one line.
+#[repr(C)]
+pub struct Control {
     /// Whether every expected CPU arrived this SMI (SPEC §6.5, §6.7).
     pub all_arrived: AtomicBool,
     /// EDK2 `BspIndex`: the elected (or fixed) BSP, `NO_BSP` when none.
     pub bsp_index: AtomicU32,
-    /// The BSP of the SMI in progress as reported to callers.
-    pub current_bsp: AtomicUsize,
     /// Number of CPUs counted when the door was locked (SmmCpuSyncLib's
     /// `ArrivedCpuCountUponLock`, owned by the `SyncView`).
     pub upon_lock: AtomicU32,
@@ -282,16 +294,18 @@ impl Instance {
             };
             (base as *mut Instance).write(header);
             (base.add(layout.arrival) as *mut Semaphore).write(Semaphore::new(0));
-            (base.add(layout.control) as *mut Control).write(Control {
+            (base.add(layout.flags) as *mut Flags).write(Flags {
                 bsp_inside: AtomicBool::new(false),
                 all_in_sync: AtomicBool::new(false),
+                current_bsp: AtomicUsize::new(usize::MAX),
+            });
+            (base.add(layout.control) as *mut Control).write(Control {
                 all_arrived: AtomicBool::new(false),
                 bsp_index: AtomicU32::new(if settings.bsp_election {
                     NO_BSP
                 } else {
                     settings.fixed_bsp as u32
                 }),
-                current_bsp: AtomicUsize::new(usize::MAX),
                 upon_lock: AtomicU32::new(0),
                 bsp_candidate: AtomicU32::new(NO_BSP),
                 lost_count: AtomicU32::new(0),
@@ -384,6 +398,11 @@ impl Instance {
     }
 
     #[inline(always)]
+    pub fn flags(&self) -> &Flags {
+        self.at(self.layout.flags)
+    }
+
+    #[inline(always)]
     pub fn control(&self) -> &Control {
         self.at(self.layout.control)
     }
@@ -469,14 +488,14 @@ impl Instance {
     pub fn in_smi(&self) -> bool {
         // Acquire pairs with the BSP's Release store when it enters: a
         // caller that sees the SMI also sees its start-of-SMI state.
-        self.control().bsp_inside.load(Ordering::Acquire)
+        self.flags().bsp_inside.load(Ordering::Acquire)
     }
 
     /// The BSP of the SMI in progress, `usize::MAX` outside an SMI.
     #[inline(always)]
     pub fn current_bsp(&self) -> usize {
         // Acquire: pairs with the BSP's Release store at SMI entry/exit.
-        self.control().current_bsp.load(Ordering::Acquire)
+        self.flags().current_bsp.load(Ordering::Acquire)
     }
 
     /// Whether the caller is known not to be the current BSP (SPEC §2: the

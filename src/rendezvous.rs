@@ -467,7 +467,7 @@ impl Instance {
 
     fn wait_end_of_smi(&self) -> Step {
         // Acquire: pairs with the BSP's final Release store.
-        if self.control().all_in_sync.load(Ordering::Acquire) {
+        if self.flags().all_in_sync.load(Ordering::Acquire) {
             Step::Wait
         } else {
             Step::Leave
@@ -489,8 +489,8 @@ impl Instance {
             .store(self.platform.is_sync_needed(), Ordering::Relaxed);
         // Release: everything before (check-in, election) is visible to a
         // CPU that sees "BSP inside" or reads the current BSP.
-        control.current_bsp.store(cpu, Ordering::Release);
-        control.bsp_inside.store(true, Ordering::Release);
+        self.flags().current_bsp.store(cpu, Ordering::Release);
+        self.flags().bsp_inside.store(true, Ordering::Release);
         // After "BSP inside": the statistics line may sit with the last
         // SMI's BSP, and the APs need not wait for it.
         self.stats().bump(Counter::Smis);
@@ -516,7 +516,7 @@ impl Instance {
         let control = self.control();
         control.all_arrived.store(all, Ordering::Relaxed);
         // Release: latecomers that see the flag also see the locked door.
-        control.all_in_sync.store(true, Ordering::Release);
+        self.flags().all_in_sync.store(true, Ordering::Release);
         self.sync().lock_door();
         self.expect_signals(cpu);
         Step::Go(BSP_SYNC1)
@@ -594,9 +594,8 @@ impl Instance {
             }
         }
         if !self.gathered() {
-            let control = self.control();
             // Release: as in `bsp_arrival`.
-            control.all_in_sync.store(true, Ordering::Release);
+            self.flags().all_in_sync.store(true, Ordering::Release);
             self.sync().lock_door();
             return Step::Go(BSP_WAIT_PRESENT);
         }
@@ -652,7 +651,7 @@ impl Instance {
     fn bsp_release_loop(&self, cpu: usize) -> Step {
         // Release: an AP that wakes and sees "BSP inside" cleared also sees
         // every result of the SMI.
-        self.control().bsp_inside.store(false, Ordering::Release);
+        self.flags().bsp_inside.store(false, Ordering::Release);
         self.release_present_aps(cpu);
         self.expect_signals(cpu);
         if self.settings.configure_mtrrs {
@@ -702,14 +701,16 @@ impl Instance {
         if self.settings.bsp_election {
             control.bsp_index.store(NO_BSP, Ordering::Relaxed);
         }
-        control.current_bsp.store(usize::MAX, Ordering::Relaxed);
+        self.flags()
+            .current_bsp
+            .store(usize::MAX, Ordering::Relaxed);
         // Release: a CPU whose check-in reads the reopened counter sees the
         // new sequence (see `entry`).
         control.smi_seq.fetch_add(1, Ordering::Release);
         self.sync().reset();
         // Release: the last store of the SMI; every CPU waiting on it sees
         // the whole end-of-SMI state.
-        control.all_in_sync.store(false, Ordering::Release);
+        self.flags().all_in_sync.store(false, Ordering::Release);
         Step::Leave
     }
 
