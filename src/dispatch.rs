@@ -115,6 +115,8 @@ impl Instance {
     }
 
     /// Wait until the call in flight on `cpu` finished, or time it out.
+    /// One copy for every caller but the blocking fast path.
+    #[inline(never)]
     fn wait_call(&self, cpu: usize, deadline: Option<Deadline>) -> Status {
         match self.mailbox(cpu) {
             Some(mailbox) => self.wait_on(mailbox, deadline),

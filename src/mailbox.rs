@@ -262,7 +262,9 @@ impl<'a> Channel<'a> {
     ///
     /// `token_at` maps a slot + 1 to its token. Returns `true` when the BSP
     /// ended the SMI without this AP while it ran (it must leave at once).
-    #[inline(always)]
+    // One copy for the dispatch loop's spin and its step (the AP side of
+    // the hand-off is not an EFIAPI boundary: the call costs no saves).
+    #[inline(never)]
     pub fn run(&self, tag: u32, token_at: impl Fn(u32) -> Option<&'a Token>) -> bool {
         let r = self.request;
         // Acquire pairs with `drop_call`. A stale "not dropped" only means
