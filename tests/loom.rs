@@ -301,6 +301,10 @@ mod full_smi {
     struct Ctx {
         inst: std::sync::atomic::AtomicUsize,
         ran: AtomicUsize,
+        /// Dispatch through the protocol's function pointer (the blocking
+        /// fast path inlined into the EFIAPI entry) instead of calling
+        /// `Instance::dispatch_procedure` (the general path).
+        via_protocol: bool,
     }
 
     unsafe extern "efiapi" fn count(arg: *mut c_void) -> Status {
@@ -317,16 +321,33 @@ mod full_smi {
         // SAFETY: initialised before any CPU entered.
         let inst = unsafe { &*inst };
         let mut st = Status(0);
-        // SAFETY: valid out-pointer; NULL token = blocking.
-        let r = unsafe {
-            inst.dispatch_procedure(
-                Some(count),
-                1 - bsp,
-                0,
-                context,
-                std::ptr::null_mut(),
-                &mut st,
-            )
+        let r = if ctx.via_protocol {
+            // SAFETY: valid instance.
+            let mp = unsafe { MmMpGetMmMpProtocol(inst as *const Instance as *mut MmMpInstance) };
+            // SAFETY: our protocol; valid out-pointer; NULL token = blocking.
+            unsafe {
+                ((*mp).dispatch_procedure)(
+                    mp,
+                    Some(count),
+                    1 - bsp,
+                    0,
+                    context,
+                    std::ptr::null_mut(),
+                    &mut st,
+                )
+            }
+        } else {
+            // SAFETY: valid out-pointer; NULL token = blocking.
+            unsafe {
+                inst.dispatch_procedure(
+                    Some(count),
+                    1 - bsp,
+                    0,
+                    context,
+                    std::ptr::null_mut(),
+                    &mut st,
+                )
+            }
         };
         // Relaxed: the other CPU may not be present (yet, or at all).
         if r == Status::SUCCESS {
@@ -336,11 +357,12 @@ mod full_smi {
         }
     }
 
-    fn smi(relaxed: bool) {
+    fn smi(relaxed: bool, via_protocol: bool) {
         loom::model(move || {
             let ctx = Box::new(Ctx {
                 inst: std::sync::atomic::AtomicUsize::new(0),
                 ran: AtomicUsize::new(0),
+                via_protocol,
             });
             let mut table = [ProcessorInformation::EMPTY; 2];
             table[0].processor_id = 0;
@@ -413,11 +435,18 @@ mod full_smi {
 
     #[test]
     fn traditional_smi_two_cpus() {
-        smi(false);
+        smi(false, false);
     }
 
     #[test]
     fn relaxed_smi_two_cpus() {
-        smi(true);
+        smi(true, false);
+    }
+
+    /// The blocking fast path (`Instance::dispatch_blocking`, reached
+    /// through the protocol) in a whole traditional SMI.
+    #[test]
+    fn traditional_smi_two_cpus_protocol_dispatch() {
+        smi(false, true);
     }
 }
