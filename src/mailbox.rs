@@ -135,7 +135,7 @@ impl<'a> Channel<'a> {
     #[inline(always)]
     pub fn try_claim(&self) -> Option<Claim> {
         let tag = self.own_tag();
-        self.busy.is_free(tag).then_some(Claim(tag.wrapping_add(1)))
+        self.is_free().then_some(Claim(tag.wrapping_add(1)))
     }
 
     /// BSP: write the call and publish it. The AP may start at once.
@@ -179,13 +179,14 @@ impl<'a> Channel<'a> {
 
     /// Token slot + 1 of the last call posted (0 = none). BSP side.
     pub fn token(&self) -> u32 {
-        // Relaxed: written by this same CPU (the BSP) in `post`.
+        // Relaxed: written in `post` by this BSP or an earlier SMI's (see
+        // `own_tag`); the AP never writes the request line.
         self.request.token.load(Ordering::Relaxed)
     }
 
     /// The caller's status word of the last call posted (BSP side, timeouts).
     pub fn status_target(&self) -> *mut Status {
-        // Relaxed: written by this same CPU (the BSP) in `post`.
+        // Relaxed: as `token`.
         self.request.status.load(Ordering::Relaxed) as *mut Status
     }
 
