@@ -11,7 +11,7 @@ use core::ffi::c_void;
 use crate::cpus::OP_REMOVE;
 use crate::efi::{ApProcedure, ApProcedure2, MmCompletion, Status};
 use crate::instance::Instance;
-use crate::mailbox::{Call, Channel, KIND_LEGACY, KIND_PROCEDURE2};
+use crate::mailbox::{Call, Channel, Claim, KIND_LEGACY, KIND_PROCEDURE2};
 use crate::platform::Deadline;
 use crate::stats::Counter;
 use crate::sync::atomic::Ordering;
@@ -101,6 +101,46 @@ impl Instance {
         Ok(())
     }
 
+    /// Opening of the single-target services (SPEC §2.2 checks 1–5 after
+    /// the BSP-only checks, shared with §4).
+    #[inline(always)]
+    fn target_call(&self, cpu: usize) -> Result<(), Status> {
+        let bsp = self.bsp_call()?;
+        self.check_target(cpu, bsp)
+    }
+
+    /// Post a DispatchProcedure call on a claimed mailbox: CPUStatus to
+    /// EFI_NOT_READY before the AP can start (SPEC §2.2), then the call,
+    /// then the statistics.
+    ///
+    /// # Safety
+    /// A non-null `cpu_status` must be valid for writes until the call
+    /// completes.
+    #[inline(always)]
+    unsafe fn post_procedure(
+        &self,
+        mailbox: Channel<'_>,
+        claim: Claim,
+        procedure: usize,
+        argument: *mut c_void,
+        cpu_status: *mut Status,
+        token: u32,
+    ) {
+        // SAFETY: caller's contract on `cpu_status`.
+        unsafe { put(cpu_status, Status::NOT_READY) };
+        mailbox.post(
+            claim,
+            &Call {
+                procedure,
+                argument,
+                kind: KIND_PROCEDURE2,
+                status: cpu_status,
+                token,
+            },
+        );
+        self.stats().bump(Counter::Dispatches);
+    }
+
     /// Whether `*token` holds a handle of a call that is still running.
     ///
     /// # Safety
@@ -169,11 +209,7 @@ impl Instance {
         argument: *mut c_void,
         cpu_status: *mut Status,
     ) -> Status {
-        let bsp = match self.bsp_call() {
-            Ok(b) => b,
-            Err(e) => return e,
-        };
-        if let Err(e) = self.check_target(cpu, bsp) {
+        if let Err(e) = self.target_call(cpu) {
             return e;
         }
         let (Some(procedure), Some(mailbox)) = (procedure, self.mailbox(cpu)) else {
@@ -183,18 +219,7 @@ impl Instance {
             return Status::NOT_READY;
         };
         // SAFETY: caller's contract on `cpu_status`.
-        unsafe { put(cpu_status, Status::NOT_READY) };
-        mailbox.post(
-            claim,
-            &Call {
-                procedure: procedure as usize,
-                argument,
-                kind: KIND_PROCEDURE2,
-                status: cpu_status,
-                token: 0,
-            },
-        );
-        self.stats().bump(Counter::Dispatches);
+        unsafe { self.post_procedure(mailbox, claim, procedure as usize, argument, cpu_status, 0) };
         self.wait_on(mailbox, None)
     }
 
@@ -213,11 +238,7 @@ impl Instance {
         token: *mut MmCompletion,
         cpu_status: *mut Status,
     ) -> Status {
-        let bsp = match self.bsp_call() {
-            Ok(b) => b,
-            Err(e) => return e,
-        };
-        if let Err(e) = self.check_target(cpu, bsp) {
+        if let Err(e) = self.target_call(cpu) {
             return e;
         }
         if timeout_us != 0 && !self.platform.has_time_source() {
@@ -250,18 +271,16 @@ impl Instance {
             }
         }
         // SAFETY: caller's contract on `cpu_status`.
-        unsafe { put(cpu_status, Status::NOT_READY) };
-        let _ = mailbox.post(
-            claim,
-            &Call {
-                procedure: procedure as usize,
+        unsafe {
+            self.post_procedure(
+                mailbox,
+                claim,
+                procedure as usize,
                 argument,
-                kind: KIND_PROCEDURE2,
-                status: cpu_status,
-                token: link,
-            },
-        );
-        self.stats().bump(Counter::Dispatches);
+                cpu_status,
+                link,
+            )
+        };
         if !token.is_null() {
             // SAFETY: non-null, valid by the caller's contract.
             unsafe { token.write_volatile(handle as MmCompletion) };
@@ -377,9 +396,7 @@ impl Instance {
             // the member's share of the token ends at once.
             let ch = Channel::new(m, f, s);
             match ch.try_claim() {
-                Some(claim) => {
-                    ch.post(claim, &call);
-                }
+                Some(claim) => ch.post(claim, &call),
                 None => {
                     if let Some(t) = self.tokens().by_link(link) {
                         t.complete_one(Status::NOT_READY);
@@ -506,11 +523,7 @@ impl Instance {
         argument: *mut c_void,
         blocking: bool,
     ) -> Status {
-        let bsp = match self.bsp_call() {
-            Ok(b) => b,
-            Err(e) => return e,
-        };
-        if let Err(e) = self.check_target(cpu, bsp) {
+        if let Err(e) = self.target_call(cpu) {
             return e;
         }
         let Some(procedure) = procedure else {
@@ -533,7 +546,7 @@ impl Instance {
             self.platform.pause();
         };
         self.stats().bump(Counter::Dispatches);
-        let _ = mailbox.post(
+        mailbox.post(
             claim,
             &Call {
                 procedure: procedure as usize,

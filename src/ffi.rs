@@ -496,8 +496,8 @@ unsafe extern "efiapi" fn mm_dispatch_procedure(
     }
     // SAFETY: as above.
     unsafe {
-        mm_dispatch_procedure_general(
-            this,
+        dispatch_general(
+            inst,
             procedure,
             cpu_number,
             timeout_in_microseconds,
@@ -511,9 +511,12 @@ unsafe extern "efiapi" fn mm_dispatch_procedure(
 /// DispatchProcedure with a token or a timeout. EFIAPI too, so that the
 /// entry point above calls no System V function (it would have to save
 /// xmm6–15 on every call, the blocking ones included).
+///
+/// # Safety
+/// As `Instance::dispatch_procedure`.
 #[inline(never)]
-unsafe extern "efiapi" fn mm_dispatch_procedure_general(
-    this: *const MmMpProtocol,
+unsafe extern "efiapi" fn dispatch_general(
+    inst: &Instance,
     procedure: ApProcedure2,
     cpu_number: usize,
     timeout_in_microseconds: usize,
@@ -521,19 +524,16 @@ unsafe extern "efiapi" fn mm_dispatch_procedure_general(
     token: *mut MmCompletion,
     cpu_status: *mut Status,
 ) -> Status {
-    // SAFETY: `this` is our protocol (or NULL); pointers are the caller's.
-    match unsafe { from_mm_mp(this) } {
-        Some(inst) => unsafe {
-            inst.dispatch_procedure(
-                procedure,
-                cpu_number,
-                timeout_in_microseconds,
-                procedure_arguments,
-                token,
-                cpu_status,
-            )
-        },
-        None => Status::INVALID_PARAMETER,
+    // SAFETY: forwarded contract.
+    unsafe {
+        inst.dispatch_procedure(
+            procedure,
+            cpu_number,
+            timeout_in_microseconds,
+            procedure_arguments,
+            token,
+            cpu_status,
+        )
     }
 }
 

@@ -139,9 +139,8 @@ impl<'a> Channel<'a> {
     }
 
     /// BSP: write the call and publish it. The AP may start at once.
-    /// Returns the call's tag (for [`Channel::is_done`]).
     #[inline(always)]
-    pub fn post(&self, claim: Claim, call: &Call) -> u32 {
+    pub fn post(&self, claim: Claim, call: &Call) {
         let r = self.request;
         // Relaxed: published by the Release store of the tag that follows,
         // and read by the AP after its Acquire load of the tag.
@@ -154,7 +153,6 @@ impl<'a> Channel<'a> {
         r.tag.store(claim.0, Ordering::Release);
         // Relaxed: the BSP's own copy (see `own_tag`).
         self.posted.store(claim.0, Ordering::Relaxed);
-        claim.0
     }
 
     /// BSP: whether call `tag` is over. A wait loop polls this, not
