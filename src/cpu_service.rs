@@ -440,5 +440,6 @@ impl Instance {
             && s.init_seq() != self.control().smi_seq.load(Ordering::Acquire)
             && s.pending_op() != OP_ADD
             && !self.mailbox(cpu).is_some_and(|m| m.is_lost())
+            && !self.broadcasts().is_lost(cpu)
     }
 }

@@ -30,7 +30,10 @@ pub struct CpuState {
     pub remaining: AtomicU32,
     /// AP: the BSP of the SMI it joined.
     pub bsp: AtomicU32,
-    _pad: u32,
+    /// AP: the last broadcast tag it dealt with (ran it, or found itself
+    /// not a member): the dispatch loop looks no further while the
+    /// descriptor shows this tag.
+    pub broadcast_seen: AtomicU32,
     /// Start tick of this CPU's current timed wait.
     pub wait_start: AtomicU64,
     _own_line: [u64; 5],
@@ -43,8 +46,6 @@ pub struct CpuState {
     needs_init: AtomicBool,
     /// Pending operation (`OP_*`).
     pending_op: AtomicU8,
-    /// Broadcast snapshot scratch (written by the BSP only).
-    pub in_set: AtomicBool,
     /// The BSP's copy of the tag of the last call posted to this CPU's
     /// mailbox (`mailbox::Channel`): the BSP checks and waits on calls
     /// without reading the request line the AP polls.
@@ -78,11 +79,10 @@ impl CpuState {
             phase: AtomicU32::new(0),
             remaining: AtomicU32::new(0),
             bsp: AtomicU32::new(u32::MAX),
-            _pad: 0,
+            broadcast_seen: AtomicU32::new(0),
             wait_start: AtomicU64::new(0),
             _own_line: [0; 5],
             present: AtomicBool::new(false),
-            in_set: AtomicBool::new(false),
             posted: AtomicU32::new(0),
             known_done: AtomicU32::new(0),
             pending_op: AtomicU8::new(OP_NONE as u8),

@@ -8,6 +8,7 @@
 
 use core::ffi::c_void;
 
+use crate::broadcast::Broadcasts;
 use crate::cpus::OP_REMOVE;
 use crate::efi::{ApProcedure, ApProcedure2, MmCompletion, Status};
 use crate::instance::Instance;
@@ -168,16 +169,34 @@ impl Instance {
     #[inline(always)]
     fn wait_on(&self, mailbox: Channel<'_>, deadline: Option<Deadline>) -> Status {
         let tag = mailbox.current();
+        self.wait_for(
+            deadline,
+            || mailbox.is_done(tag),
+            || mailbox.abandon(),
+            || mailbox.status_target(),
+        )
+    }
+
+    /// Wait until `done()`, or after the deadline `abandon()` the call and
+    /// report EFI_TIMEOUT in its status word (`target()`) if that won.
+    #[inline(always)]
+    fn wait_for(
+        &self,
+        deadline: Option<Deadline>,
+        done: impl Fn() -> bool,
+        abandon: impl Fn() -> Abandon,
+        target: impl Fn() -> *mut Status,
+    ) -> Status {
         loop {
-            if mailbox.is_done(tag) {
+            if done() {
                 return Status::SUCCESS;
             }
             if self.platform.expired(deadline) {
-                match mailbox.abandon() {
+                match abandon() {
                     Abandon::Abandoned => {
                         // SAFETY: the status target was validated when the
                         // call was posted; we now own it (the AP lost the race).
-                        unsafe { put(mailbox.status_target(), Status::TIMEOUT) };
+                        unsafe { put(target(), Status::TIMEOUT) };
                         self.stats().bump(Counter::Timeouts);
                         return Status::TIMEOUT;
                     }
@@ -189,6 +208,16 @@ impl Instance {
             }
             self.platform.pause();
         }
+    }
+
+    /// Claim CPU `cpu`'s mailbox for a call: free of its last call and of
+    /// broadcasts (SPEC §2.2 "busy").
+    #[inline(always)]
+    fn claim(&self, cpu: usize, mailbox: Channel<'_>) -> Option<Claim> {
+        if !self.broadcast_free(cpu) {
+            return None;
+        }
+        mailbox.try_claim()
     }
 
     /// DispatchProcedure without token and without timeout: the blocking
@@ -215,7 +244,7 @@ impl Instance {
         let (Some(procedure), Some(mailbox)) = (procedure, self.mailbox(cpu)) else {
             return Status::INVALID_PARAMETER;
         };
-        let Some(claim) = mailbox.try_claim() else {
+        let Some(claim) = self.claim(cpu, mailbox) else {
             return Status::NOT_READY;
         };
         // SAFETY: caller's contract on `cpu_status`.
@@ -254,7 +283,7 @@ impl Instance {
         let Some(mailbox) = self.mailbox(cpu) else {
             return Status::INVALID_PARAMETER;
         };
-        let Some(claim) = mailbox.try_claim() else {
+        let Some(claim) = self.claim(cpu, mailbox) else {
             return Status::NOT_READY;
         };
         let deadline = self.platform.deadline_after_us(timeout_us as u64);
@@ -318,36 +347,15 @@ impl Instance {
             return Status::ALREADY_STARTED;
         }
         // One snapshot of the present APs; every later step uses only it.
-        // One pass takes the snapshot and looks for pending removals and
-        // busy members (SPEC order of the verdicts kept below); a second
-        // posts. Both walk the CPU, mailbox and busy-flag arrays side by
-        // side, without per-CPU lookups: the BSP's cost per AP is what
-        // broadcast scaling measures (docs/PERFORMANCE.md [3]).
-        let cpus = self.cpus();
-        let mailboxes = self.mailboxes();
-        let flags = self.busy_flags();
-        let all = || cpus.iter().zip(mailboxes.iter()).zip(flags.iter());
-        let mut count: u32 = 0;
-        let mut removal = false;
-        let mut busy = false;
-        for (((i, state), (_, m)), (_, f)) in all() {
-            let mut member = false;
-            if i != bsp && state.is_present() {
-                let op = state.pending_op();
-                // A slot emptied by a pending removal is still a member.
-                member = op == OP_REMOVE || !state.is_empty();
-                removal |= member && op == OP_REMOVE;
-                // Claiming writes nothing: NOT_READY changes nothing.
-                busy |= member && !Channel::new(m, f, state).is_free();
-            }
-            // Relaxed: the snapshot is scratch of the BSP's own.
-            state.in_set.store(member, Ordering::Relaxed);
-            count += member as u32;
-        }
-        if removal {
+        // The BSP's work is one bit per CPU, 32 per word, unless CPU
+        // operations are pending or a CPU of the set may be busy
+        // (docs/PERFORMANCE.md [3], src/broadcast.rs).
+        let broadcasts = self.broadcasts();
+        let count = broadcasts.snapshot(bsp);
+        if self.removal_in_snapshot(broadcasts) {
             return Status::INVALID_PARAMETER;
         }
-        if busy {
+        if broadcasts.snapshot_busy(|i| self.mailbox(i).is_some_and(|m| !m.is_free())) {
             return Status::NOT_READY;
         }
         if count == 0 {
@@ -366,8 +374,8 @@ impl Instance {
             }
         }
         if !cpu_status.is_null() {
-            for (i, state) in cpus.iter() {
-                let value = if state.in_set.load(Ordering::Relaxed) {
+            for i in 0..self.number_of_cpus() {
+                let value = if broadcasts.in_snapshot(i) {
                     Status::NOT_READY
                 } else {
                     Status::NOT_STARTED
@@ -376,34 +384,16 @@ impl Instance {
                 unsafe { put(cpu_status.add(i), value) };
             }
         }
-        let mut call = Call {
-            procedure: procedure as usize,
-            argument,
-            kind: KIND_PROCEDURE2,
-            status: core::ptr::null_mut(),
-            token: link,
-        };
-        for (((i, s), (_, m)), (_, f)) in all() {
-            if !s.in_set.load(Ordering::Relaxed) {
-                continue;
-            }
-            if !cpu_status.is_null() {
-                // SAFETY: in bounds of the caller's NumberOfCpus-entry array.
-                call.status = unsafe { cpu_status.add(i) };
-            }
-            // Every member was free above and only the BSP posts, so the
-            // claim cannot fail; if the region was overwritten and it does,
-            // the member's share of the token ends at once.
-            let ch = Channel::new(m, f, s);
-            match ch.try_claim() {
-                Some(claim) => ch.post(claim, &call),
-                None => {
-                    if let Some(t) = self.tokens().by_link(link) {
-                        t.complete_one(Status::NOT_READY);
-                    }
-                }
-            }
-        }
+        let tag = broadcasts.publish(
+            &Call {
+                procedure: procedure as usize,
+                argument,
+                kind: KIND_PROCEDURE2,
+                status: cpu_status,
+                token: link,
+            },
+            count,
+        );
         self.stats().bump(Counter::Broadcasts);
         if !token.is_null() {
             // SAFETY: non-null, valid by the caller's contract.
@@ -411,15 +401,33 @@ impl Instance {
             return Status::SUCCESS;
         }
         let mut result = Status::SUCCESS;
-        for (i, state) in cpus.iter() {
-            // Relaxed: the BSP's own snapshot.
-            if state.in_set.load(Ordering::Relaxed)
-                && self.wait_call(i, deadline) == Status::TIMEOUT
-            {
+        broadcasts.for_each_member(|i| {
+            let status = self.wait_for(
+                deadline,
+                || broadcasts.flag_free(i, tag),
+                || broadcasts.give_up(i, tag, false),
+                || broadcasts.status_slot(i),
+            );
+            if status == Status::TIMEOUT {
                 result = Status::TIMEOUT;
             }
-        }
+        });
         result
+    }
+
+    /// SPEC §2.3 step 5: whether a CPU of the snapshot has a pending
+    /// removal. Only looked for while CPU operations are pending.
+    #[inline(always)]
+    fn removal_in_snapshot(&self, broadcasts: Broadcasts<'_>) -> bool {
+        // Acquire pairs with the Release in `set_pending`.
+        if !self.control().ops_pending.load(Ordering::Acquire) {
+            return false;
+        }
+        let mut removal = false;
+        broadcasts.for_each_in_snapshot(|i| {
+            removal |= self.cpu(i).is_some_and(|s| s.pending_op() == OP_REMOVE);
+        });
+        removal
     }
 
     /// Time out every AP still running the call of token `slot`.
@@ -444,6 +452,21 @@ impl Instance {
                     Abandon::AlreadyFree | Abandon::AlreadyAbandoned => break,
                 }
             }
+        }
+        let broadcasts = self.broadcasts();
+        if broadcasts.token() == link {
+            let tag = broadcasts.tag();
+            broadcasts.for_each_member(|i| loop {
+                match broadcasts.give_up(i, tag, false) {
+                    Abandon::Abandoned => {
+                        // SAFETY: validated when published; ours now.
+                        unsafe { put(broadcasts.status_slot(i), Status::TIMEOUT) };
+                        break;
+                    }
+                    Abandon::Finishing => self.platform.pause(),
+                    Abandon::AlreadyFree | Abandon::AlreadyAbandoned => break,
+                }
+            });
         }
         if token.state() == TokenState::Running {
             token.mark_timed_out();
@@ -536,7 +559,7 @@ impl Instance {
         // when there is a time source, and never overwrite a busy mailbox.
         let deadline = self.platform.deadline_after_us(self.settings.timeout1_us);
         let claim = loop {
-            if let Some(claim) = mailbox.try_claim() {
+            if let Some(claim) = self.claim(cpu, mailbox) {
                 break claim;
             }
             if self.platform.expired(deadline) {

@@ -12,8 +12,15 @@
 //! [statistics]                 counters
 //! [run semaphore]  x NumberOfCpus    one line each
 //! [mailbox]        x NumberOfCpus    one line each (the call; BSP-written)
-//! [busy flag]      x NumberOfCpus    one line each (completion; AP-written)
+//! [busy flags]     x NumberOfCpus    one line each (mailbox and broadcast
+//!                                     completion words; AP-written)
 //! [CPU state]      x NumberOfCpus    one line each
+//! [broadcast descriptor]       the call and its tag; polled by the APs
+//! [broadcasts in flight]       lowered by the APs
+//! [present bits]   x NumberOfCpus/32 words, packed (AP RMWs)
+//! [members]        x NumberOfCpus/32 words, packed (BSP-written, AP-read)
+//! [snapshot]       x NumberOfCpus/32 words, packed (BSP scratch)
+//! [mailbox posts]              BSP scratch
 //! [token]          x MaxTokens       packed
 //! [APIC ID map]    x power of two >= 2 x NumberOfCpus, 8 bytes each, packed
 //! ```
@@ -21,6 +28,7 @@
 use core::ffi::c_void;
 use core::mem::{align_of, size_of};
 
+use crate::broadcast::{words_for, Broadcasts, Descriptor, MailboxPosts};
 use crate::cpu_service::ApicMap;
 use crate::cpus::CpuState;
 use crate::efi::{
@@ -79,7 +87,15 @@ pub struct Layout {
     pub run: ArrayLayout,
     pub mailbox: ArrayLayout,
     pub busy: ArrayLayout,
+    /// The broadcast flags: the second word of each busy line.
+    pub broadcast_flag: ArrayLayout,
     pub cpu: ArrayLayout,
+    pub descriptor: usize,
+    pub in_flight: usize,
+    pub present: ArrayLayout,
+    pub members: ArrayLayout,
+    pub snapshot: ArrayLayout,
+    pub posts: usize,
     pub token: ArrayLayout,
     /// WhoAmI's APIC ID → slot hash table (`cpu_service::ApicMap`).
     pub apic_map: ArrayLayout,
@@ -99,8 +115,20 @@ impl Layout {
         let stats = c.area(size_of::<Stats>())?;
         let run = c.array(size_of::<Semaphore>(), cpus, true)?;
         let mailbox = c.array(size_of::<Mailbox>(), cpus, true)?;
-        let busy = c.array(size_of::<BusyFlag>(), cpus, true)?;
+        // Two completion words per line: the mailbox's, then the broadcast's.
+        let busy = c.array(2 * size_of::<BusyFlag>(), cpus, true)?;
+        let broadcast_flag = ArrayLayout {
+            offset: busy.offset + size_of::<BusyFlag>(),
+            ..busy
+        };
         let cpu = c.array(size_of::<CpuState>(), cpus, true)?;
+        let descriptor = c.area(size_of::<Descriptor>())?;
+        let in_flight = c.area(size_of::<AtomicU32>())?;
+        let words = words_for(cpus)?;
+        let present = c.array(size_of::<AtomicU32>(), words, false)?;
+        let members = c.array(size_of::<AtomicU64>(), words, false)?;
+        let snapshot = c.array(size_of::<AtomicU32>(), words, false)?;
+        let posts = c.area(size_of::<MailboxPosts>())?;
         let token = c.array(size_of::<Token>(), tokens, false)?;
         let map_len = cpus.checked_mul(2)?.checked_next_power_of_two()?;
         let apic_map = c.array(size_of::<AtomicU64>(), map_len, false)?;
@@ -114,7 +142,14 @@ impl Layout {
             run,
             mailbox,
             busy,
+            broadcast_flag,
             cpu,
+            descriptor,
+            in_flight,
+            present,
+            members,
+            snapshot,
+            posts,
             token,
             apic_map,
             total,
@@ -324,8 +359,22 @@ impl Instance {
                     .write(Mailbox::new());
                 (base.add(layout.busy.offset + i * layout.busy.stride) as *mut BusyFlag)
                     .write(BusyFlag::new());
+                (base.add(layout.broadcast_flag.offset + i * layout.broadcast_flag.stride)
+                    as *mut BusyFlag)
+                    .write(BusyFlag::new());
                 (base.add(layout.cpu.offset + i * layout.cpu.stride) as *mut CpuState)
                     .write(CpuState::new(&info));
+            }
+            (base.add(layout.descriptor) as *mut Descriptor).write(Descriptor::new());
+            (base.add(layout.in_flight) as *mut AtomicU32).write(AtomicU32::new(0));
+            (base.add(layout.posts) as *mut MailboxPosts).write(MailboxPosts::new());
+            for i in 0..layout.present.len {
+                (base.add(layout.present.offset + i * layout.present.stride) as *mut AtomicU32)
+                    .write(AtomicU32::new(0));
+                (base.add(layout.members.offset + i * layout.members.stride) as *mut AtomicU64)
+                    .write(AtomicU64::new(0));
+                (base.add(layout.snapshot.offset + i * layout.snapshot.stride) as *mut AtomicU32)
+                    .write(AtomicU32::new(0));
             }
             for i in 0..settings.max_tokens {
                 (base.add(layout.token.offset + i * layout.token.stride) as *mut Token)
@@ -428,15 +477,41 @@ impl Instance {
         self.array::<Semaphore>(self.layout.run).get(cpu)
     }
 
-    /// CPU `cpu`'s mailbox: its request line, its busy flag and the BSP's
-    /// copy of its last tag.
+    /// CPU `cpu`'s mailbox: its request line, its busy flag, the BSP's
+    /// copy of its last tag, and the BSP's count of posts.
     #[inline(always)]
     pub fn mailbox(&self, cpu: usize) -> Option<Channel<'_>> {
         Some(Channel::new(
             self.mailboxes().get(cpu)?,
             self.busy_flags().get(cpu)?,
             self.cpu(cpu)?,
+            self.at(self.layout.posts),
         ))
+    }
+
+    /// The broadcast machinery (`broadcast::Broadcasts`).
+    #[inline(always)]
+    pub fn broadcasts(&self) -> Broadcasts<'_> {
+        Broadcasts {
+            descriptor: self.at(self.layout.descriptor),
+            in_flight: self.at(self.layout.in_flight),
+            present: self.array(self.layout.present),
+            snapshot: self.array(self.layout.snapshot),
+            members: self.array(self.layout.members),
+            posts: self.at(self.layout.posts),
+            flags: self.array(self.layout.broadcast_flag),
+        }
+    }
+
+    /// Whether `cpu` is free of broadcasts (one load while none is in
+    /// flight: the dispatch fast path's check).
+    #[inline(always)]
+    pub fn broadcast_free(&self, cpu: usize) -> bool {
+        // Acquire: as `Broadcasts::is_free_for`.
+        self.at::<AtomicU32>(self.layout.in_flight)
+            .load(Ordering::Acquire)
+            == 0
+            || self.broadcasts().is_free_for(cpu)
     }
 
     #[inline(always)]

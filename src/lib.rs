@@ -5,7 +5,7 @@
 //! semaphores. All state lives in memory the caller supplies.
 //!
 //! Layers (docs/ARCHITECTURE.md): `efi` → `sync` → `memory` → `platform`
-//! → core (`mailbox`, `tokens`, `cpus`, `cpu_service`, `instance`, `dispatch`,
+//! → core (`mailbox`, `broadcast`, `tokens`, `cpus`, `cpu_service`, `instance`, `dispatch`,
 //! `rendezvous`) → `ffi`.
 #![no_std]
 #![allow(clippy::missing_safety_doc)]
@@ -15,6 +15,7 @@
 #[cfg(any(test, loom, not(panic = "abort")))]
 extern crate std;
 
+pub mod broadcast;
 pub mod cpu_service;
 pub mod cpus;
 pub mod dispatch;

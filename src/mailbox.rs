@@ -19,6 +19,7 @@
 
 use core::ffi::c_void;
 
+use crate::broadcast::MailboxPosts;
 use crate::cpus::CpuState;
 use crate::efi::Status;
 use crate::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
@@ -92,16 +93,25 @@ pub struct Channel<'a> {
     pub busy: &'a BusyFlag,
     pub posted: &'a AtomicU32,
     pub known_done: &'a AtomicU32,
+    /// The BSP's count of calls posted to mailboxes (what a broadcast
+    /// checks before it looks at mailboxes).
+    pub posts: &'a MailboxPosts,
 }
 
 impl<'a> Channel<'a> {
     #[inline(always)]
-    pub fn new(request: &'a Mailbox, busy: &'a BusyFlag, state: &'a CpuState) -> Self {
+    pub fn new(
+        request: &'a Mailbox,
+        busy: &'a BusyFlag,
+        state: &'a CpuState,
+        posts: &'a MailboxPosts,
+    ) -> Self {
         Channel {
             request,
             busy,
             posted: &state.posted,
             known_done: &state.known_done,
+            posts,
         }
     }
 
@@ -153,6 +163,7 @@ impl<'a> Channel<'a> {
         r.tag.store(claim.0, Ordering::Release);
         // Relaxed: the BSP's own copy (see `own_tag`).
         self.posted.store(claim.0, Ordering::Relaxed);
+        self.posts.note();
     }
 
     /// BSP: whether call `tag` is over. A wait loop polls this, not
@@ -305,7 +316,7 @@ impl<'a> Channel<'a> {
 
 /// Call a procedure of the given kind. A zero procedure is never posted
 /// (the BSP rejects NULL), but is treated as "nothing to run".
-fn run_procedure(kind: u32, procedure: usize, argument: *mut c_void) -> Status {
+pub(crate) fn run_procedure(kind: u32, procedure: usize, argument: *mut c_void) -> Status {
     if procedure == 0 {
         return Status::SUCCESS;
     }

@@ -91,6 +91,14 @@ pub struct Strided<'a, T> {
     _marker: PhantomData<&'a T>,
 }
 
+impl<T> Clone for Strided<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for Strided<'_, T> {}
+
 impl<'a, T> Strided<'a, T> {
     /// # Safety
     /// `base + layout.offset` must start `layout.len` initialised `T`s,

@@ -131,8 +131,9 @@ impl Instance {
         state.phase.load(Ordering::Relaxed) == AP_LOOP && self.ap_loop_spin(cpu)
     }
 
-    /// The dispatch loop's spin: reads only the request tag and the run
-    /// semaphore (lines the BSP writes) — not its own CPU state or busy
+    /// The dispatch loop's spin: reads only the request tag, the broadcast
+    /// tag and the run semaphore (lines the BSP writes; the broadcast line
+    /// changes only when a broadcast is published) — not its own CPU state or busy
     /// flag, which the BSP reads: a spin that also reads a line another CPU
     /// reads or writes loses it to that CPU on every access (migratory
     /// sharing) and costs a pipeline flush per snoop (docs/PERFORMANCE.md
@@ -153,12 +154,42 @@ impl Instance {
                 }
                 // `run` ended the call (DONE for `tag`), or it was abandoned.
                 seen = Some(tag);
+            } else if let Some(lost) = self.ap_broadcast(cpu) {
+                if lost {
+                    return true;
+                }
             } else if run.value() != 0 {
                 return false;
             } else {
                 self.platform.pause();
             }
         }
+    }
+
+    /// AP `cpu` in the dispatch loop: run the broadcast it is a member of
+    /// and has not run, if any. `None`: nothing to run; else whether it came
+    /// back lost. While the descriptor shows the tag this AP last dealt
+    /// with (kept in its own CPU state) that is two loads.
+    #[inline(always)]
+    fn ap_broadcast(&self, cpu: usize) -> Option<bool> {
+        let state = self.cpu(cpu)?;
+        // Relaxed: private to this CPU.
+        let before = state.broadcast_seen.load(Ordering::Relaxed);
+        let mut seen = Some(before);
+        // Two views: the first reduces to what `pending` reads (the whole
+        // set is built only when there is a call to run).
+        let pending = self.broadcasts().pending(cpu, &mut seen);
+        let result = pending.map(|tag| {
+            let tokens = self.tokens();
+            let lost = self.broadcasts().run(cpu, tag, |link| tokens.by_link(link));
+            seen = Some(tag);
+            lost
+        });
+        if let Some(tag) = seen.filter(|&t| t != before) {
+            // Relaxed: private to this CPU.
+            state.broadcast_seen.store(tag, Ordering::Relaxed);
+        }
+        result
     }
 
     /// Advance CPU `cpu` through its rendezvous as far as it can go without
@@ -573,7 +604,8 @@ impl Instance {
     /// §6.3 step 4: wait until every present AP is free; with a time
     /// source, APs still busy after the second timeout are marked lost.
     fn bsp_wait_free(&self, cpu: usize) -> Step {
-        let busy = |i: usize| self.mailbox(i).is_some_and(|m| !m.is_free());
+        let busy =
+            |i: usize| self.mailbox(i).is_some_and(|m| !m.is_free()) || !self.broadcast_free(i);
         let any_busy = self
             .cpus()
             .iter()
@@ -602,21 +634,41 @@ impl Instance {
         self.bsp_release_loop(cpu)
     }
 
-    /// Mark AP `ap` lost (its procedure outlived the exit timeout). Returns
-    /// `false` when it turned out to be finishing right now (not lost).
+    /// Mark AP `ap` lost (its procedure, from its mailbox or a broadcast,
+    /// outlived the exit timeout). Returns `false` when it turned out to be
+    /// finishing right now (not lost).
     fn mark_lost(&self, ap: usize) -> bool {
         let (Some(mailbox), Some(state)) = (self.mailbox(ap), self.cpu(ap)) else {
             return true;
         };
-        match mailbox.mark_lost() {
+        let broadcasts = self.broadcasts();
+        // An AP runs at most one of the two: the BSP posts to a mailbox
+        // only when its AP is free of broadcasts, and broadcasts only to
+        // APs with free mailboxes.
+        let (verdict, target, link) = if !mailbox.is_free() {
+            (
+                mailbox.mark_lost(),
+                mailbox.status_target(),
+                mailbox.token(),
+            )
+        } else if !broadcasts.is_free_for(ap) {
+            let tag = broadcasts.tag();
+            (
+                broadcasts.give_up(ap, tag, true),
+                broadcasts.status_slot(ap),
+                broadcasts.token(),
+            )
+        } else {
+            return true;
+        };
+        match verdict {
             Abandon::Abandoned => {
-                let target = mailbox.status_target();
                 if !target.is_null() {
                     // SAFETY: validated when the call was posted; the AP
                     // lost the race for it, so the BSP owns it now.
                     unsafe { target.write_volatile(Status::TIMEOUT) };
                 }
-                if let Some(token) = self.tokens().by_link(mailbox.token()) {
+                if let Some(token) = self.tokens().by_link(link) {
                     token.mark_timed_out();
                 }
             }
@@ -625,6 +677,7 @@ impl Instance {
             Abandon::AlreadyFree => return true,
         }
         state.set_present(false);
+        self.broadcasts().leave(ap);
         // Relaxed: BSP-only counter (see `active_aps`).
         let control = self.control();
         let lost = control.lost_count.load(Ordering::Relaxed);
@@ -745,6 +798,9 @@ impl Instance {
         // Relaxed: private to this CPU.
         state.bsp.store(bsp as u32, Ordering::Relaxed);
         state.set_present(true);
+        // After the flag: a broadcast that misses the bit treats this AP
+        // as arriving just after it (relaxed mode); its dispatches see it.
+        self.broadcasts().join(cpu);
         if !self.gathered() {
             self.platform.before_mmi_handler(cpu);
             return Step::Go(AP_LOOP);
@@ -806,7 +862,8 @@ impl Instance {
     }
 
     /// §6.4 step 3: the dispatch loop. A procedure comes through the
-    /// mailbox (its new tag, `Channel::pending`), the end of the loop as
+    /// mailbox (its new tag, `Channel::pending`) or the broadcast
+    /// descriptor (`Broadcasts::pending`), the end of the loop as
     /// release #8 on the run semaphore. The BSP releases #8 only after every
     /// present AP finished its call, so a count on the run semaphore never
     /// overtakes a procedure.
@@ -821,6 +878,12 @@ impl Instance {
                     // Marked lost: the SMI went on without us. Leave
                     // without touching its state.
                     return Step::Leave;
+                }
+                continue;
+            }
+            if let Some(lost) = self.ap_broadcast(cpu) {
+                if lost {
+                    return Step::Leave; // as above
                 }
                 continue;
             }
@@ -863,6 +926,7 @@ impl Instance {
         if let Some(s) = self.cpu(cpu) {
             s.set_present(false);
         }
+        self.broadcasts().leave(cpu);
         self.signal_bsp(cpu); // #13
         Step::Go(AP_EXIT)
     }

@@ -255,6 +255,118 @@ fn busy_ap_is_not_ready_and_nothing_changes() {
     assert_eq!(rec.runs(), vec![0, 2, 1, 0]);
 }
 
+/// §2.2/§2.3 "busy" across the two ways a call reaches an AP (the
+/// broadcast descriptor and the mailbox, docs/PERFORMANCE.md [3]): an AP
+/// still running a broadcast refuses a dispatch, one that finished its
+/// share takes one while the others still run, and a broadcast waits for
+/// both kinds of call to be over.
+#[test]
+fn broadcast_and_dispatch_see_each_other_busy() {
+    let sim = Sim::new(Options::new(4));
+    let rec = arc_record(4);
+    let checks = Checks::new();
+    let (r, c) = (rec.clone(), checks.clone());
+    sim.set_handler(move |sim, _| {
+        let mut b1 = NULL_TOKEN;
+        c.eq(
+            "broadcast 1",
+            sim.broadcast(p2(proc_count), 0, arg(&r), Some(&mut b1), None),
+            Status::SUCCESS,
+        );
+        c.eq(
+            "dispatch to an AP running the broadcast",
+            sim.dispatch(p2(proc_count), 1, 0, arg(&r), None, None),
+            Status::NOT_READY,
+        );
+        let mut t = NULL_TOKEN;
+        c.eq(
+            "broadcast while one runs",
+            sim.broadcast(p2(proc_count), 0, arg(&r), Some(&mut t), None),
+            Status::NOT_READY,
+        );
+        c.eq("no token", t, NULL_TOKEN);
+        sim.step(1); // AP1 runs its share
+        let mut d = NULL_TOKEN;
+        c.eq(
+            "dispatch to AP1, done with its share",
+            sim.dispatch(p2(proc_count), 1, 0, arg(&r), Some(&mut d), None),
+            Status::SUCCESS,
+        );
+        c.eq(
+            "broadcast 1 still running",
+            sim.check(b1),
+            Status::NOT_READY,
+        );
+        sim.step(2);
+        sim.step(3);
+        c.eq("broadcast 1 done", sim.check(b1), Status::SUCCESS);
+        c.eq(
+            "broadcast while AP1 runs a dispatched call",
+            sim.broadcast(p2(proc_count), 0, arg(&r), None, None),
+            Status::NOT_READY,
+        );
+        sim.step(1);
+        c.eq("dispatch done", sim.check(d), Status::SUCCESS);
+        c.eq(
+            "blocking broadcast once all are free",
+            sim.broadcast(p2(proc_count), 0, arg(&r), None, None),
+            Status::SUCCESS,
+        );
+    });
+    sim.smi_stepped(&[0, 1, 2, 3]);
+    checks.assert_ok(10);
+    assert_eq!(rec.runs(), vec![0, 3, 2, 2]);
+}
+
+/// §2.5/§2.7: a non-blocking broadcast whose deadline passes before its
+/// members started: CheckForProcedure times every member out (TIMEOUT in
+/// their CPUStatus), the members then skip the call without running it,
+/// and the next broadcast runs everywhere.
+#[test]
+fn broadcast_token_times_out_members_that_never_started() {
+    let sim = Sim::new(Options::new(3).clock(Clock::Manual { per_pause: 0 }));
+    let rec = arc_record(3);
+    let checks = Checks::new();
+    let (r, c) = (rec.clone(), checks.clone());
+    sim.set_handler(move |sim, _| {
+        let mut st = [Status(0); 3];
+        let mut t = NULL_TOKEN;
+        c.eq(
+            "broadcast, 10 us",
+            sim.broadcast(p2(proc_count), 10, arg(&r), Some(&mut t), Some(&mut st)),
+            Status::SUCCESS,
+        );
+        sim.advance(1_000_000);
+        c.eq("Check after the deadline", sim.check(t), Status::TIMEOUT);
+        c.eq(
+            "statuses",
+            st,
+            [Status::NOT_STARTED, Status::TIMEOUT, Status::TIMEOUT],
+        );
+        c.eq(
+            "members still busy until they look",
+            sim.broadcast(p2(proc_count), 0, arg(&r), None, None),
+            Status::NOT_READY,
+        );
+        sim.step(1);
+        sim.step(2);
+        c.eq("nothing ran", r.runs(), vec![0, 0, 0]);
+        c.eq(
+            "statuses kept",
+            [st[1], st[2]],
+            [Status::TIMEOUT, Status::TIMEOUT],
+        );
+        c.eq(
+            "next broadcast",
+            sim.broadcast(p2(proc_count), 0, arg(&r), None, None),
+            Status::SUCCESS,
+        );
+    });
+    sim.smi_stepped(&[0, 1, 2]);
+    checks.assert_ok(7);
+    assert_eq!(rec.runs(), vec![0, 1, 1]);
+}
+
 /// [DIFF] §2.2/§3: no token free → EFI_OUT_OF_RESOURCES (EDK2 dereferences
 /// NULL); a completed token is recycled only once its completion was seen.
 #[test]

@@ -10,9 +10,10 @@
 use std::ffi::c_void;
 use std::sync::Arc;
 
-use loom::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use loom::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use loom::thread;
 
+use mm_mp::broadcast::{Broadcasts, Descriptor, MailboxPosts};
 use mm_mp::efi::Status;
 use mm_mp::mailbox::{Call, Channel, Mailbox, KIND_PROCEDURE2};
 use mm_mp::memory::{ArrayLayout, Strided};
@@ -32,6 +33,7 @@ struct Cpu {
     busy: BusyFlag,
     posted: AtomicU32,
     known_done: AtomicU32,
+    posts: MailboxPosts,
 }
 
 impl Cpu {
@@ -41,12 +43,64 @@ impl Cpu {
             busy: &self.busy,
             posted: &self.posted,
             known_done: &self.known_done,
+            posts: &self.posts,
+        }
+    }
+}
+
+/// A view of a whole Vec as the library's strided arrays.
+fn strided<T>(v: &[T]) -> Strided<'_, T> {
+    let layout = ArrayLayout {
+        offset: 0,
+        stride: std::mem::size_of::<T>(),
+        len: v.len(),
+    };
+    // SAFETY: `v` holds `len` initialised Ts, `stride` bytes apart, for
+    // the borrow's lifetime; the library only takes shared references.
+    unsafe { Strided::new(v.as_ptr() as *const u8, layout) }
+}
+
+/// The broadcast machinery of `src/broadcast.rs` over CPUs 0..n (one
+/// word of each bit set).
+struct Bcast {
+    descriptor: Descriptor,
+    in_flight: AtomicU32,
+    present: Vec<AtomicU32>,
+    snapshot: Vec<AtomicU32>,
+    members: Vec<AtomicU64>,
+    posts: MailboxPosts,
+    flags: Vec<BusyFlag>,
+}
+
+impl Bcast {
+    fn new(n: usize) -> Self {
+        Bcast {
+            descriptor: Descriptor::new(),
+            in_flight: AtomicU32::new(0),
+            present: vec![AtomicU32::new(0)],
+            snapshot: vec![AtomicU32::new(0)],
+            members: vec![AtomicU64::new(0)],
+            posts: MailboxPosts::new(),
+            flags: (0..n).map(|_| BusyFlag::new()).collect(),
+        }
+    }
+
+    fn view(&self) -> Broadcasts<'_> {
+        Broadcasts {
+            descriptor: &self.descriptor,
+            in_flight: &self.in_flight,
+            present: strided(&self.present),
+            snapshot: strided(&self.snapshot),
+            members: strided(&self.members),
+            posts: &self.posts,
+            flags: strided(&self.flags),
         }
     }
 }
 
 struct Machine {
     cpus: Vec<Cpu>,
+    bcast: Bcast,
     tokens: Vec<Token>,
     pool: PoolState,
     counter: AtomicUsize,
@@ -67,8 +121,10 @@ impl Machine {
                     busy: BusyFlag::new(),
                     posted: AtomicU32::new(0),
                     known_done: AtomicU32::new(0),
+                    posts: MailboxPosts::new(),
                 })
                 .collect(),
+            bcast: Bcast::new(n),
             tokens: (0..tokens).map(|_| Token::new()).collect(),
             pool: PoolState::new(),
             counter: AtomicUsize::new(0),
@@ -109,6 +165,83 @@ impl Machine {
         ch.run(tag, |link| pool.by_link(link))
     }
 
+    /// AP side of a broadcast: wait until the descriptor has one, then
+    /// take it as the dispatch loop does. `None`: not a member; else
+    /// whether it came back lost.
+    fn ap_broadcast_once(&self, cpu: usize) -> Option<bool> {
+        let b = self.bcast.view();
+        loop {
+            // Tag 0: nothing published yet (the models publish once).
+            let mut seen = Some(0);
+            if let Some(tag) = b.pending(cpu, &mut seen) {
+                let pool = self.pool();
+                return Some(b.run(cpu, tag, |link| pool.by_link(link)));
+            }
+            if seen != Some(0) {
+                return None;
+            }
+            thread::yield_now();
+        }
+    }
+
+    /// BSP side: snapshot (CPU 0 is the BSP) and publish `bump` with the
+    /// status array and token `link`; returns (tag, member count).
+    fn publish_broadcast(&self, token: impl FnOnce(u32) -> u32) -> (u32, u32) {
+        let b = self.bcast.view();
+        let count = b.snapshot(0);
+        let link = token(count);
+        let tag = b.publish(
+            &Call {
+                procedure: bump as *const () as usize,
+                argument: &self.counter as *const AtomicUsize as *mut c_void,
+                kind: KIND_PROCEDURE2,
+                // UnsafeCell<Status> is laid out as Status: an array of
+                // NumberOfCpus status words.
+                status: self.status[0].get(),
+                token: link,
+            },
+            count,
+        );
+        (tag, count)
+    }
+
+    /// BSP: time AP 1's call out (`abandon`), and if that won, write
+    /// EFI_TIMEOUT to its status and mark it lost (`mark_lost`, the end of
+    /// the SMI). Returns both verdicts (the second `AlreadyFree` when the
+    /// first did not win).
+    fn time_out_then_lose(
+        &self,
+        abandon: impl FnOnce() -> Abandon,
+        mark_lost: impl FnOnce() -> Abandon,
+    ) -> (Abandon, Abandon) {
+        let abandoned = abandon();
+        let lost = match abandoned {
+            Abandon::Abandoned => {
+                // SAFETY: the BSP owns AP 1's status word now.
+                unsafe { *self.status[1].get() = Status::TIMEOUT };
+                mark_lost()
+            }
+            Abandon::Finishing | Abandon::AlreadyFree => Abandon::AlreadyFree,
+            Abandon::AlreadyAbandoned => unreachable!(),
+        };
+        (abandoned, lost)
+    }
+
+    /// After `time_out_then_lose` and the AP's end (`ap_lost`: it came back
+    /// lost): the AP reports "lost" exactly when the mark landed before its
+    /// discard, and exactly one side wrote the status.
+    fn check_give_up_outcome(&self, abandoned: Abandon, lost: Abandon, ap_lost: bool) {
+        assert_eq!(ap_lost, lost == Abandon::AlreadyAbandoned);
+        // SAFETY: the AP thread is joined.
+        let st = unsafe { *self.status[1].get() };
+        if abandoned == Abandon::Abandoned {
+            assert_eq!(st, Status::TIMEOUT, "late result discarded");
+        } else {
+            assert_eq!(st, Status::DEVICE_ERROR);
+            assert_eq!(self.counter.load(Ordering::Relaxed), 1);
+        }
+    }
+
     fn post(&self, cpu: usize, token: u32) {
         let ch = self.cpus[cpu].channel();
         let claim = ch.try_claim().expect("mailbox free");
@@ -125,19 +258,26 @@ impl Machine {
     }
 }
 
-/// BSP broadcasts to two APs with one token; when the token says done,
-/// both procedures ran and both statuses and the overall result are there.
+/// BSP broadcasts to two APs through the descriptor with one token; when
+/// the token says done, both procedures ran, both statuses and the overall
+/// result are there, and once the APs are through nothing is in flight.
 #[test]
 fn broadcast_token_completion() {
     loom::model(|| {
         let m = Machine::new(3, 1);
-        let (slot, handle) = m.pool().alloc(2, None).unwrap();
-        m.post(1, slot as u32 + 1);
-        m.post(2, slot as u32 + 1);
+        m.bcast.view().join(1);
+        m.bcast.view().join(2);
+        let mut handle = 0;
+        let (_, count) = m.publish_broadcast(|count| {
+            let (slot, h) = m.pool().alloc(count, None).unwrap();
+            handle = h;
+            slot as u32 + 1
+        });
+        assert_eq!(count, 2);
         let aps: Vec<_> = (1..3)
             .map(|cpu| {
                 let m = m.clone();
-                thread::spawn(move || assert!(!m.ap_once(cpu)))
+                thread::spawn(move || assert_eq!(m.ap_broadcast_once(cpu), Some(false)))
             })
             .collect();
         loop {
@@ -157,7 +297,87 @@ fn broadcast_token_completion() {
         for ap in aps {
             ap.join().unwrap();
         }
-        assert!(m.cpus[1].channel().is_free() && m.cpus[2].channel().is_free());
+        let b = m.bcast.view();
+        assert!(b.is_free_for(1) && b.is_free_for(2));
+        assert_eq!(m.bcast.in_flight.load(Ordering::Relaxed), 0);
+    });
+}
+
+/// An AP joins while the BSP takes its snapshot and publishes (relaxed
+/// mode's late arrival, SPEC §2.3 step 4): it runs the broadcast exactly
+/// when the snapshot counted it, the token completes with the count, and
+/// the in-flight count returns to zero. Each AP thread looks at the
+/// descriptor once; its dispatch loop's later looks happen on the BSP's
+/// thread after it (two spinning threads would not fit loom's bounds).
+#[test]
+fn broadcast_races_with_late_joiner() {
+    loom::model(|| {
+        let m = Machine::new(3, 1);
+        m.bcast.view().join(1);
+        let look = |m: &Machine, cpu: usize| {
+            let b = m.bcast.view();
+            let tag = b.pending(cpu, &mut None)?;
+            let pool = m.pool();
+            Some(b.run(cpu, tag, |link| pool.by_link(link)))
+        };
+        let late = {
+            let m = m.clone();
+            thread::spawn(move || {
+                m.bcast.view().join(2);
+                look(&m, 2)
+            })
+        };
+        let early = {
+            let m = m.clone();
+            thread::spawn(move || look(&m, 1))
+        };
+        let mut handle = 0;
+        let (_, count) = m.publish_broadcast(|count| {
+            let (slot, h) = m.pool().alloc(count, None).unwrap();
+            handle = h;
+            slot as u32 + 1
+        });
+        let mut ran = [early.join().unwrap(), late.join().unwrap()];
+        for (cpu, r) in (1..3).zip(ran.iter_mut()) {
+            if r.is_none() {
+                *r = look(&m, cpu);
+            }
+            assert_ne!(*r, Some(true), "nobody is lost here");
+        }
+        assert!(ran[0].is_some(), "AP 1 joined before the snapshot");
+        assert_eq!(ran[1].is_some(), count == 2, "member iff in the snapshot");
+        assert_eq!(m.counter.load(Ordering::Relaxed), count as usize);
+        let (_, t) = m.pool().lookup(handle).unwrap();
+        assert_eq!(t.state(), TokenState::Done);
+        assert_eq!(m.bcast.in_flight.load(Ordering::Relaxed), 0);
+        assert!(m.bcast.view().is_free_for(2));
+    });
+}
+
+/// A member's share of a broadcast timed out, then marked lost, while the
+/// AP takes it (SPEC §2.7, §6.3 step 4). The member's flag holds the tag
+/// of an older broadcast (not the previous tag, as an AP that missed
+/// broadcasts has): exactly one side owns its status entry, the AP reports
+/// "lost" exactly when the mark landed first, and the flag ends DONE.
+#[test]
+fn broadcast_give_up_races_with_member() {
+    loom::model(|| {
+        let m = Machine::new(2, 1);
+        let b = m.bcast.view();
+        b.join(1);
+        m.bcast.flags[1].reset_free(7);
+        let (tag, count) = m.publish_broadcast(|_| 0);
+        assert_eq!(count, 1);
+        let ap = {
+            let m = m.clone();
+            thread::spawn(move || m.ap_broadcast_once(1))
+        };
+        let (abandoned, lost) =
+            m.time_out_then_lose(|| b.give_up(1, tag, false), || b.give_up(1, tag, true));
+        let ap_lost = ap.join().unwrap().expect("a member");
+        assert!(m.bcast.flags[1].is_free(tag));
+        assert_eq!(m.bcast.in_flight.load(Ordering::Relaxed), 0);
+        m.check_give_up_outcome(abandoned, lost, ap_lost);
     });
 }
 
@@ -241,27 +461,10 @@ fn lost_mark_races_with_discard() {
             thread::spawn(move || m.ap_once(1))
         };
         let ch = m.cpus[1].channel();
-        let abandoned = ch.abandon();
-        let lost = match abandoned {
-            Abandon::Abandoned => {
-                // SAFETY: the BSP owns the status word now.
-                unsafe { *m.status[1].get() = Status::TIMEOUT };
-                ch.mark_lost()
-            }
-            Abandon::Finishing | Abandon::AlreadyFree => Abandon::AlreadyFree,
-            Abandon::AlreadyAbandoned => unreachable!(),
-        };
+        let (abandoned, lost) = m.time_out_then_lose(|| ch.abandon(), || ch.mark_lost());
         let ap_lost = ap.join().unwrap();
         assert!(ch.is_free());
-        assert_eq!(ap_lost, lost == Abandon::AlreadyAbandoned);
-        // SAFETY: the AP thread is joined.
-        let st = unsafe { *m.status[1].get() };
-        if abandoned == Abandon::Abandoned {
-            assert_eq!(st, Status::TIMEOUT, "late result discarded");
-        } else {
-            assert_eq!(st, Status::DEVICE_ERROR);
-            assert_eq!(m.counter.load(Ordering::Relaxed), 1);
-        }
+        m.check_give_up_outcome(abandoned, lost, ap_lost);
     });
 }
 
@@ -301,10 +504,20 @@ mod full_smi {
     struct Ctx {
         inst: std::sync::atomic::AtomicUsize,
         ran: AtomicUsize,
-        /// Dispatch through the protocol's function pointer (the blocking
-        /// fast path inlined into the EFIAPI entry) instead of calling
+        how: How,
+    }
+
+    /// What the MMI handler does on the BSP.
+    #[derive(Clone, Copy, PartialEq)]
+    enum How {
         /// `Instance::dispatch_procedure` (the general path).
-        via_protocol: bool,
+        Dispatch,
+        /// DispatchProcedure through the protocol's function pointer (the
+        /// blocking fast path inlined into the EFIAPI entry).
+        Protocol,
+        /// A blocking BroadcastProcedure with a CPUStatus array (the
+        /// descriptor, the present bits and the AP's join).
+        Broadcast,
     }
 
     unsafe extern "efiapi" fn count(arg: *mut c_void) -> Status {
@@ -321,7 +534,30 @@ mod full_smi {
         // SAFETY: initialised before any CPU entered.
         let inst = unsafe { &*inst };
         let mut st = Status(0);
-        let r = if ctx.via_protocol {
+        if ctx.how == How::Broadcast {
+            let mut sts = [Status(0); 2];
+            // SAFETY: NumberOfCpus status words; NULL token = blocking.
+            let r = unsafe {
+                inst.broadcast_procedure(
+                    Some(count),
+                    0,
+                    context,
+                    std::ptr::null_mut(),
+                    sts.as_mut_ptr(),
+                )
+            };
+            match r {
+                Status::SUCCESS => {
+                    assert_eq!(sts[bsp], Status::NOT_STARTED);
+                    assert_eq!(sts[1 - bsp], Status::SUCCESS);
+                }
+                // Relaxed mode: the AP had not joined yet (nothing written).
+                Status::NOT_STARTED => assert_eq!(sts, [Status(0); 2]),
+                other => panic!("broadcast: {other:?}"),
+            }
+            return;
+        }
+        let r = if ctx.how == How::Protocol {
             // SAFETY: valid instance.
             let mp = unsafe { MmMpGetMmMpProtocol(inst as *const Instance as *mut MmMpInstance) };
             // SAFETY: our protocol; valid out-pointer; NULL token = blocking.
@@ -357,12 +593,12 @@ mod full_smi {
         }
     }
 
-    fn smi(relaxed: bool, via_protocol: bool) {
+    fn smi(relaxed: bool, how: How) {
         loom::model(move || {
             let ctx = Box::new(Ctx {
                 inst: std::sync::atomic::AtomicUsize::new(0),
                 ran: AtomicUsize::new(0),
-                via_protocol,
+                how,
             });
             let mut table = [ProcessorInformation::EMPTY; 2];
             table[0].processor_id = 0;
@@ -435,18 +671,25 @@ mod full_smi {
 
     #[test]
     fn traditional_smi_two_cpus() {
-        smi(false, false);
+        smi(false, How::Dispatch);
     }
 
     #[test]
     fn relaxed_smi_two_cpus() {
-        smi(true, false);
+        smi(true, How::Dispatch);
     }
 
     /// The blocking fast path (`Instance::dispatch_blocking`, reached
     /// through the protocol) in a whole traditional SMI.
     #[test]
     fn traditional_smi_two_cpus_protocol_dispatch() {
-        smi(false, true);
+        smi(false, How::Protocol);
+    }
+
+    /// A blocking broadcast in a relaxed SMI: the AP may join before or
+    /// after the snapshot (or not at all before the SMI ends).
+    #[test]
+    fn relaxed_smi_two_cpus_broadcast() {
+        smi(true, How::Broadcast);
     }
 }

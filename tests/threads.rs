@@ -77,7 +77,13 @@ fn all_rows(n: usize, relaxed: bool) {
             c.eq("2.2.4 absent AP", d(a), Status::INVALID_PARAMETER);
         }
         let st = sim.instance().cpu(ap).unwrap();
+        // A pending removal as RemoveProcessor records it (operation and
+        // the "operations pending" flag), without emptying the slot.
         st.set_pending_op(OP_REMOVE);
+        sim.instance()
+            .control()
+            .ops_pending
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         c.eq("2.2.5 pending removal", d(ap), Status::INVALID_PARAMETER);
         c.eq(
             "2.3.5 broadcast with pending removal",

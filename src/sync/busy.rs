@@ -128,15 +128,25 @@ impl BusyFlag {
     /// AP: look at call `tag` before running it; discards it when the BSP
     /// timed it out already.
     pub fn start(&self, tag: u32) -> Start {
+        match self.start_word(tag) {
+            Ok(_) => Start::Run,
+            Err(lost) => Start::Discarded(lost),
+        }
+    }
+
+    /// [`BusyFlag::start`] returning, when the call is to run, the word it
+    /// found (what [`BusyFlag::begin_finish_from`] expects; a broadcast's
+    /// flag need not hold the previous tag), else whether it came back lost.
+    pub fn start_word(&self, tag: u32) -> Result<u64, bool> {
         // Acquire pairs with `mark_lost`'s Release (the SMI-exit verdict).
         let mut current = self.0.load(Ordering::Acquire);
         loop {
             let state = state_of(current);
             if tag_of(current) != tag || (state != ABANDONED && state != LOST) {
-                return Start::Run;
+                return Ok(current);
             }
             match self.discard(current, tag) {
-                Ok(()) => return Start::Discarded(state == LOST),
+                Ok(()) => return Err(state == LOST),
                 Err(now) => current = now,
             }
         }
@@ -162,12 +172,19 @@ impl BusyFlag {
     /// The word is `(tag - 1, DONE)` unless the BSP gave the call up.
     #[inline(always)]
     pub fn begin_finish(&self, tag: u32) -> Finish {
+        self.begin_finish_from(word(tag.wrapping_sub(1), DONE), tag)
+    }
+
+    /// [`BusyFlag::begin_finish`] from the word the AP expects (a
+    /// broadcast's: the one [`BusyFlag::start_word`] returned).
+    #[inline(always)]
+    pub fn begin_finish_from(&self, expected: u64, tag: u32) -> Finish {
         // Relaxed on success: the AP acquired the call through the request
         // line's tag; this CAS only decides ownership of the result slot
         // against `abandon`/`mark_lost`, and both sides then publish with
         // Release stores (`finish`) or own the slot alone. Acquire on
         // failure pairs with `mark_lost`'s Release (the SMI-exit verdict).
-        let mut current = word(tag.wrapping_sub(1), DONE);
+        let mut current = expected;
         loop {
             match self.0.compare_exchange(
                 current,
@@ -206,18 +223,15 @@ impl BusyFlag {
     /// BSP: give up on call `tag` after its deadline.
     #[inline(always)]
     pub fn abandon(&self, tag: u32) -> Abandon {
-        // Acquire on failure: seeing the call over must also show the AP's
-        // results. Relaxed on success: the BSP then writes the result slot
-        // itself and the AP will not touch it (it fails `begin_finish`).
-        match self.0.compare_exchange(
-            word(tag.wrapping_sub(1), DONE),
-            word(tag, ABANDONED),
+        // Relaxed on success: the BSP then writes the result slot itself
+        // and the AP will not touch it (it fails `begin_finish`).
+        self.give_up(
+            tag,
+            ABANDONED,
             Ordering::Relaxed,
-            Ordering::Acquire,
-        ) {
-            Ok(_) => Abandon::Abandoned,
-            Err(now) => Self::verdict(now, tag),
-        }
+            word(tag.wrapping_sub(1), DONE),
+            false,
+        )
     }
 
     /// BSP at SMI exit: call `tag` outlived the exit timeout. Returns
@@ -225,20 +239,64 @@ impl BusyFlag {
     /// when an earlier timeout owns it (the AP is lost in both cases),
     /// `Finishing`/`AlreadyFree` when the AP is done after all (not lost).
     pub fn mark_lost(&self, tag: u32) -> Abandon {
-        let mut current = word(tag.wrapping_sub(1), DONE);
+        // Release on success: the AP that reads LOST (Acquire in
+        // `start`/`begin_finish`/`is_lost`) sees the SMI-exit state before it.
+        self.give_up(
+            tag,
+            LOST,
+            Ordering::Release,
+            word(tag.wrapping_sub(1), DONE),
+            false,
+        )
+    }
+
+    /// [`BusyFlag::abandon`] for a broadcast's flag, which holds the tag of
+    /// whatever broadcast its AP last finished (not necessarily `tag - 1`).
+    pub fn abandon_any(&self, tag: u32) -> Abandon {
+        // Relaxed on success: as `abandon`.
+        self.give_up_any(tag, ABANDONED, Ordering::Relaxed)
+    }
+
+    /// [`BusyFlag::mark_lost`] for a broadcast's flag (see `abandon_any`).
+    pub fn mark_lost_any(&self, tag: u32) -> Abandon {
+        // Release on success: as `mark_lost`.
+        self.give_up_any(tag, LOST, Ordering::Release)
+    }
+
+    fn give_up_any(&self, tag: u32, to: u32, success: Ordering) -> Abandon {
+        // Acquire: seeing the call over must also show the AP's results.
+        let now = self.0.load(Ordering::Acquire);
+        let not_started = tag_of(now) != tag && state_of(now) == DONE;
+        if !(not_started || to == LOST && now == word(tag, ABANDONED)) {
+            return Self::verdict(now, tag);
+        }
+        self.give_up(tag, to, success, now, true)
+    }
+
+    /// Move call `tag` from `current` (not started, or ABANDONED when `to`
+    /// is LOST) to `to`. `any_done`: any `(other tag, DONE)` word means
+    /// "not started" (a broadcast's flag).
+    fn give_up(
+        &self,
+        tag: u32,
+        to: u32,
+        success: Ordering,
+        current: u64,
+        any_done: bool,
+    ) -> Abandon {
+        let mut current = current;
         loop {
-            // Release on success: the AP that reads LOST (Acquire in
-            // `start`/`begin_finish`/`is_lost`) sees the SMI-exit state
-            // before it. Acquire on failure: seeing DONE shows the results.
-            match self.0.compare_exchange(
-                current,
-                word(tag, LOST),
-                Ordering::Release,
-                Ordering::Acquire,
-            ) {
+            // Acquire on failure: seeing DONE must also show the AP's results.
+            match self
+                .0
+                .compare_exchange(current, word(tag, to), success, Ordering::Acquire)
+            {
                 Ok(w) if state_of(w) == DONE => return Abandon::Abandoned,
                 Ok(_) => return Abandon::AlreadyAbandoned,
-                Err(now) if now == word(tag, ABANDONED) => current = now,
+                Err(now) if to == LOST && now == word(tag, ABANDONED) => current = now,
+                Err(now) if any_done && tag_of(now) != tag && state_of(now) == DONE => {
+                    current = now
+                }
                 Err(now) => return Self::verdict(now, tag),
             }
         }
@@ -339,6 +397,40 @@ mod tests {
             panic!("lost call must be discarded")
         };
         assert!(b.is_free(2));
+    }
+
+    /// A broadcast's flag: its AP finished some older broadcast, not
+    /// necessarily the previous tag.
+    #[test]
+    fn any_forms_accept_any_older_done_tag() {
+        let b = BusyFlag::new();
+        b.reset_free(7);
+        assert!(!b.is_free(9));
+        // Runs and wins.
+        let expected = b.start_word(9).expect("not given up");
+        assert_eq!(b.begin_finish_from(expected, 9), Finish::Won);
+        assert_eq!(b.abandon_any(9), Abandon::Finishing);
+        assert_eq!(b.mark_lost_any(9), Abandon::Finishing);
+        b.finish(9);
+        assert!(b.is_free(9));
+        assert_eq!(b.abandon_any(9), Abandon::AlreadyFree);
+        assert_eq!(b.mark_lost_any(9), Abandon::AlreadyFree);
+        // Given up before it started, then lost: discarded, never run.
+        assert_eq!(b.abandon_any(12), Abandon::Abandoned);
+        assert_eq!(b.abandon_any(12), Abandon::AlreadyAbandoned);
+        assert_eq!(b.mark_lost_any(12), Abandon::AlreadyAbandoned);
+        assert!(b.is_lost() && !b.is_free(12));
+        assert_eq!(b.start_word(12), Err(true));
+        assert!(b.is_free(12) && !b.is_lost());
+        // Given up while it runs: the late result is discarded.
+        let expected = b.start_word(13).expect("not given up");
+        assert_eq!(b.abandon_any(13), Abandon::Abandoned);
+        assert_eq!(b.begin_finish_from(expected, 13), Finish::Abandoned);
+        assert!(b.is_free(13));
+        // Lost before it started.
+        assert_eq!(b.mark_lost_any(20), Abandon::Abandoned);
+        assert_eq!(b.start_word(20), Err(true));
+        assert!(b.is_free(20));
     }
 
     #[test]
