@@ -87,6 +87,17 @@ impl Descriptor {
     }
 }
 
+impl Descriptor {
+    /// AP: the tag of the last broadcast published, only to decide whether
+    /// to look further ([`Broadcasts::pending`] reads it again, Acquire).
+    #[inline(always)]
+    pub fn published(&self) -> u32 {
+        // Relaxed: a stale value only delays the look by one round of the
+        // caller's loop; nothing is read on its strength.
+        self.tag.load(Ordering::Relaxed)
+    }
+}
+
 impl Default for Descriptor {
     fn default() -> Self {
         Self::new()
@@ -343,9 +354,6 @@ impl<'a> Broadcasts<'a> {
         self.in_flight.load(Ordering::Acquire) == 0 || self.member_done(cpu)
     }
 
-    // Inlined: a call into System V code from the EFIAPI dispatch entry
-    // would make it save xmm6–15 on every call (docs/PERFORMANCE.md [6]).
-    #[inline(always)]
     fn member_done(&self, cpu: usize) -> bool {
         let tag = self.tag();
         let (w, bit) = bit_of(cpu);
@@ -355,7 +363,6 @@ impl<'a> Broadcasts<'a> {
     }
 
     /// Whether `cpu`'s broadcast flag says broadcast `tag` is over for it.
-    #[inline(always)]
     pub fn flag_free(&self, cpu: usize, tag: u32) -> bool {
         self.flags.get(cpu).map_or(true, |f| f.is_free(tag))
     }

@@ -489,11 +489,17 @@ impl Instance {
         ))
     }
 
+    /// The broadcast descriptor.
+    #[inline(always)]
+    pub fn descriptor(&self) -> &Descriptor {
+        self.at(self.layout.descriptor)
+    }
+
     /// The broadcast machinery (`broadcast::Broadcasts`).
     #[inline(always)]
     pub fn broadcasts(&self) -> Broadcasts<'_> {
         Broadcasts {
-            descriptor: self.at(self.layout.descriptor),
+            descriptor: self.descriptor(),
             in_flight: self.at(self.layout.in_flight),
             present: self.array(self.layout.present),
             snapshot: self.array(self.layout.snapshot),
@@ -511,7 +517,16 @@ impl Instance {
         self.at::<AtomicU32>(self.layout.in_flight)
             .load(Ordering::Acquire)
             == 0
-            || self.broadcasts().is_free_for(cpu)
+            || self.broadcast_free_slow(cpu)
+    }
+
+    /// `broadcast_free` while broadcasts are in flight. EFIAPI: the
+    /// blocking dispatch path is inlined into an EFIAPI entry point, and a
+    /// call from there into System V code would make that entry save
+    /// xmm6–15 on every call (docs/PERFORMANCE.md [6]).
+    #[inline(never)]
+    extern "efiapi" fn broadcast_free_slow(&self, cpu: usize) -> bool {
+        self.broadcasts().is_free_for(cpu)
     }
 
     #[inline(always)]

@@ -174,6 +174,18 @@ impl Instance {
     fn ap_broadcast(&self, cpu: usize) -> Option<bool> {
         let state = self.cpu(cpu)?;
         // Relaxed: private to this CPU.
+        if self.descriptor().published() == state.broadcast_seen.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.ap_broadcast_look(cpu)
+    }
+
+    /// `ap_broadcast` once the descriptor shows a new tag. One copy for the
+    /// dispatch loop's spin and its step.
+    #[inline(never)]
+    fn ap_broadcast_look(&self, cpu: usize) -> Option<bool> {
+        let state = self.cpu(cpu)?;
+        // Relaxed: private to this CPU.
         let before = state.broadcast_seen.load(Ordering::Relaxed);
         let mut seen = Some(before);
         // Two views: the first reduces to what `pending` reads (the whole
