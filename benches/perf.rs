@@ -338,9 +338,10 @@ fn smi_run(relaxed: bool, batches: usize) -> (Batches, MmMpStatistics) {
         // of waiting for ever; such a batch is simply not the fastest.
         election: !relaxed,
         clock: true,
+        // The empty handler of the figure: no closure behind a lock.
+        empty_foundation: true,
         ..Opts::default()
     });
-    m.set_foundation(|_, _| {});
     PING.0.store(0, Ordering::SeqCst);
     let mut b = Batches::default();
     let (mut seq, mut echo_seq) = (0, 0);
