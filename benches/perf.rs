@@ -364,6 +364,33 @@ fn smi_run(relaxed: bool, batches: usize) -> (Batches, MmMpStatistics) {
     (b, m.statistics())
 }
 
+/// The same batches with `floor::Floor` in place of mm-mp (the floor of
+/// [2], docs/PERFORMANCE.md): the same threads, gate and ping-pong.
+fn floor_run(relaxed: bool, batches: usize) -> Batches {
+    let f = floor::Floor::new(relaxed);
+    PING.0.store(0, Ordering::SeqCst);
+    let mut b = Batches::default();
+    let (mut seq, mut echo_seq) = (0, 0);
+    let mut measured = Vec::new();
+    smi_batches_pinned(
+        batches,
+        SMI_BATCH,
+        relaxed,
+        |cpu| f.smi(cpu),
+        |ns| measured.push(ns / SMI_BATCH as f64),
+        || {
+            b.ping.push(ping(seq, BATCH) / BATCH as f64);
+            seq += BATCH;
+        },
+        || {
+            echo(echo_seq, BATCH);
+            echo_seq += BATCH;
+        },
+    );
+    b.measured = measured;
+    b
+}
+
 fn rendezvous(runs: usize) {
     println!(
         "\n[2] rendezvous round (full SMI on 2 pinned CPUs, back to back, empty MmFoundationEntry)"
@@ -376,6 +403,7 @@ fn rendezvous(runs: usize) {
             continue;
         }
         let (mut per_round, mut smi_ns, mut pps) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut floor_round, mut over_floor) = (Vec::new(), Vec::new());
         for r in 0..runs {
             let (b, stats) = smi_run(relaxed, BATCHES / 2);
             let (ns, p, best) = b.min_ratio();
@@ -386,9 +414,16 @@ fn rendezvous(runs: usize) {
                 best / rounds,
                 stats.smis, stats.late_cpus, stats.spurious_smis
             );
+            let f = floor_run(relaxed, BATCHES / 2).median_pair_ratio() / rounds;
+            println!(
+                "    run {r}: {name} floor: {f:.2} ping-pongs per round; mm-mp / floor {:.2}",
+                x / f
+            );
             per_round.push(x);
             smi_ns.push(ns);
             pps.push(p);
+            floor_round.push(f);
+            over_floor.push(x / f);
         }
         let x = median(&mut per_round);
         println!(
@@ -397,6 +432,12 @@ fn rendezvous(runs: usize) {
             median(&mut smi_ns),
             median(&mut pps),
             verdict(x <= TARGET_ROUND)
+        );
+        let f = median(&mut floor_round);
+        println!(
+            "  {name}-floor: {:.2} ping-pongs per SMI = {f:.2} per round: SPEC's algorithm alone, straight-line (mm-mp / floor {:.2}, median of the runs' ratios)",
+            f * rounds,
+            median(&mut over_floor)
         );
         warn_if_time_shared(median(&mut pps));
     }

@@ -4,6 +4,7 @@
 //! `Sim` of tests/common does.
 
 pub mod codesize;
+pub mod floor;
 
 use std::alloc::{alloc_zeroed, Layout};
 use std::cell::Cell;
@@ -174,7 +175,10 @@ pub fn config(
         revision: MM_MP_CONFIG_REVISION,
         number_of_cpus: cpus,
         max_tokens: tokens,
-        cache_line_size: 64,
+        cache_line_size: std::env::var("MM_MP_BENCH_LINE")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(64),
         sync_mode: relaxed as u32,
         bsp_index: 0,
         bsp_election: Boolean::from(election),
@@ -350,63 +354,87 @@ impl Machine {
         }
     }
 
-    /// `batches` times: `smis` SMIs back to back on two CPUs (CPU 0's
-    /// thread on core 0, CPU 1's on core 1), timed on CPU 0 and passed to
-    /// `smi_batch` (nanoseconds), then `bsp_other` on CPU 0's thread and
-    /// `ap_other` on CPU 1's, with a barrier after them. With
-    /// `gate`, CPU 1 announces each entry and CPU 0 enters only after the
-    /// announcement (the SMI reaching both CPUs).
+    /// `smi_batches_pinned` of this machine's rendezvous
+    /// (`MmMpSmiRendezvous`).
     pub fn smi_batches_pinned(
         &self,
         batches: usize,
         smis: u64,
         gate: bool,
-        mut smi_batch: impl FnMut(f64),
-        mut bsp_other: impl FnMut(),
-        mut ap_other: impl FnMut() + Send,
+        smi_batch: impl FnMut(f64),
+        bsp_other: impl FnMut(),
+        ap_other: impl FnMut() + Send,
     ) {
-        let announced = Arc::new(AtomicU64::new(0));
-        let done = Arc::new(AtomicU64::new(0));
-        std::thread::scope(|s| {
-            let m = self.clone();
-            let (announced2, done2) = (announced.clone(), done.clone());
-            s.spawn(move || {
-                pin_to(1);
-                CURRENT.with(|x| x.set(1));
-                let mut n = 0;
-                for b in 0..batches as u64 {
-                    for _ in 0..smis {
-                        n += 1;
-                        announced2.store(n, Ordering::Release);
-                        // SAFETY: valid instance.
-                        unsafe { MmMpSmiRendezvous(m.0.inst, 1) };
-                    }
-                    ap_other();
-                    while done2.load(Ordering::Acquire) < b + 1 {
+        let inst = SendPtr(self.0.inst);
+        let smi = move |cpu: usize| {
+            let inst = &inst;
+            // SAFETY: valid instance; CPU 0 or 1 of a 2-CPU machine.
+            unsafe { MmMpSmiRendezvous(inst.0, cpu) }
+        };
+        smi_batches_pinned(batches, smis, gate, smi, smi_batch, bsp_other, ap_other);
+    }
+}
+
+/// A raw instance pointer that may cross to the AP thread.
+struct SendPtr(*mut MmMpInstance);
+// SAFETY: the instance is shared between CPUs by design (see `Inner`).
+unsafe impl Send for SendPtr {}
+// SAFETY: as above.
+unsafe impl Sync for SendPtr {}
+
+/// `batches` times: `smis` SMIs back to back on two CPUs (`smi(0)` on a
+/// thread on core 0, `smi(1)` on one on core 1), timed on CPU 0 and passed
+/// to `smi_batch` (nanoseconds), then `bsp_other` on CPU 0's thread and
+/// `ap_other` on CPU 1's, with a barrier after them. With `gate`, CPU 1
+/// announces each entry and CPU 0 enters only after the announcement (the
+/// SMI reaching both CPUs).
+pub fn smi_batches_pinned(
+    batches: usize,
+    smis: u64,
+    gate: bool,
+    smi: impl Fn(usize) + Sync,
+    mut smi_batch: impl FnMut(f64),
+    mut bsp_other: impl FnMut(),
+    mut ap_other: impl FnMut() + Send,
+) {
+    let announced = AtomicU64::new(0);
+    let done = AtomicU64::new(0);
+    std::thread::scope(|s| {
+        let (announced, done, smi) = (&announced, &done, &smi);
+        s.spawn(move || {
+            pin_to(1);
+            CURRENT.with(|x| x.set(1));
+            let mut n = 0;
+            for b in 0..batches as u64 {
+                for _ in 0..smis {
+                    n += 1;
+                    announced.store(n, Ordering::Release);
+                    smi(1);
+                }
+                ap_other();
+                while done.load(Ordering::Acquire) < b + 1 {
+                    std::hint::spin_loop();
+                }
+            }
+        });
+        pin_to(0);
+        CURRENT.with(|x| x.set(0));
+        let mut n = 0;
+        for b in 0..batches as u64 {
+            let start = Instant::now();
+            for _ in 0..smis {
+                n += 1;
+                if gate {
+                    while announced.load(Ordering::Acquire) < n {
                         std::hint::spin_loop();
                     }
                 }
-            });
-            pin_to(0);
-            CURRENT.with(|x| x.set(0));
-            let mut n = 0;
-            for b in 0..batches as u64 {
-                let start = Instant::now();
-                for _ in 0..smis {
-                    n += 1;
-                    if gate {
-                        while announced.load(Ordering::Acquire) < n {
-                            std::hint::spin_loop();
-                        }
-                    }
-                    // SAFETY: valid instance.
-                    unsafe { MmMpSmiRendezvous(self.0.inst, 0) };
-                }
-                smi_batch(start.elapsed().as_nanos() as f64);
-                bsp_other();
-                done.store(b + 1, Ordering::Release);
+                smi(0);
             }
-            CURRENT.with(|x| x.set(usize::MAX));
-        });
-    }
+            smi_batch(start.elapsed().as_nanos() as f64);
+            bsp_other();
+            done.store(b + 1, Ordering::Release);
+        }
+        CURRENT.with(|x| x.set(usize::MAX));
+    });
 }
