@@ -4,7 +4,7 @@
 //! `Sim` of tests/common does.
 
 pub mod codesize;
-pub mod floor;
+pub mod straight;
 
 use std::alloc::{alloc_zeroed, Layout};
 use std::cell::Cell;

@@ -1,6 +1,7 @@
-//! The floor of figure [2]: SPEC §6's rendezvous of two CPUs written as
-//! straight-line code, doing on the path of a 2-CPU SMI exactly the
-//! shared-memory operations SPEC §6 and §6.6 prescribe, and nothing else.
+//! The straight-line reference of figure [2]: SPEC §6's rendezvous of two
+//! CPUs written as straight-line code, doing on the path of a 2-CPU SMI
+//! exactly the shared-memory operations SPEC §6 and §6.6 prescribe, and
+//! nothing else.
 //!
 //! Per SMI and CPU: sample "BSP inside"; check in on the arrival counter
 //! (a SPEC semaphore release); mark the own mailbox free if it is not;
@@ -20,9 +21,12 @@
 //! until non-zero, then compare-exchange down). Missing on purpose, as
 //! none of it is a shared-memory operation SPEC requires: platform hooks,
 //! timeouts, statistics, the startup procedure, tokens, broadcasts,
-//! pending CPU operations. What mm-mp's SMI costs above this floor is the
-//! price of those and of its general, steppable engine; what the floor
-//! costs above one ping-pong per round is the algorithm's.
+//! pending CPU operations. What mm-mp's SMI costs above this code is the
+//! price of those and of its general, steppable engine; what this code
+//! costs above one ping-pong per round is the algorithm's, written
+//! directly. It is a reference, not a proven lower bound: a cleverer
+//! ordering of the same operations can beat it (mm-mp's relaxed SMI comes
+//! out at 0.84-1.12 times it, docs/PERFORMANCE.md [2]).
 
 use std::hint::spin_loop;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -100,7 +104,7 @@ struct Arrival {
     upon_lock: AtomicU32,
 }
 
-pub struct Floor {
+pub struct Straight {
     relaxed: bool,
     arrival: Arrival,
     bsp_index: Word,
@@ -111,9 +115,9 @@ pub struct Floor {
     busy: [Word; 2],
 }
 
-impl Floor {
-    pub fn new(relaxed: bool) -> Floor {
-        Floor {
+impl Straight {
+    pub fn new(relaxed: bool) -> Straight {
+        Straight {
             relaxed,
             arrival: Arrival {
                 counter: Word::new(0),
