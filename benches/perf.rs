@@ -342,25 +342,7 @@ fn smi_run(relaxed: bool, batches: usize) -> (Batches, MmMpStatistics) {
         empty_foundation: true,
         ..Opts::default()
     });
-    PING.0.store(0, Ordering::SeqCst);
-    let mut b = Batches::default();
-    let (mut seq, mut echo_seq) = (0, 0);
-    let mut measured = Vec::new();
-    m.smi_batches_pinned(
-        batches,
-        SMI_BATCH,
-        relaxed,
-        |ns| measured.push(ns / SMI_BATCH as f64),
-        || {
-            b.ping.push(ping(seq, BATCH) / BATCH as f64);
-            seq += BATCH;
-        },
-        || {
-            echo(echo_seq, BATCH);
-            echo_seq += BATCH;
-        },
-    );
-    b.measured = measured;
+    let b = smi_batches(relaxed, batches, |cpu| m.smi(cpu));
     (b, m.statistics())
 }
 
@@ -369,6 +351,13 @@ fn smi_run(relaxed: bool, batches: usize) -> (Batches, MmMpStatistics) {
 /// and ping-pong.
 fn straight_run(relaxed: bool, batches: usize) -> Batches {
     let f = straight::Straight::new(relaxed);
+    smi_batches(relaxed, batches, |cpu| f.smi(cpu))
+}
+
+/// `batches` batches of `SMI_BATCH` SMIs (`smi(cpu)` on each pinned CPU;
+/// in relaxed mode CPU 0 enters once CPU 1 announced its entry),
+/// alternating with ping-pong batches on the same two threads.
+fn smi_batches(relaxed: bool, batches: usize, smi: impl Fn(usize) + Sync) -> Batches {
     PING.0.store(0, Ordering::SeqCst);
     let mut b = Batches::default();
     let (mut seq, mut echo_seq) = (0, 0);
@@ -377,7 +366,7 @@ fn straight_run(relaxed: bool, batches: usize) -> Batches {
         batches,
         SMI_BATCH,
         relaxed,
-        |cpu| f.smi(cpu),
+        smi,
         |ns| measured.push(ns / SMI_BATCH as f64),
         || {
             b.ping.push(ping(seq, BATCH) / BATCH as f64);

@@ -339,48 +339,25 @@ impl Machine {
                 std::thread::spawn(move || {
                     pin_to(1);
                     CURRENT.with(|x| x.set(c));
-                    // SAFETY: valid instance.
-                    unsafe { MmMpSmiRendezvous(m.0.inst, c) };
+                    m.smi(c);
                 })
             })
             .collect();
         pin_to(0);
         CURRENT.with(|x| x.set(0));
-        // SAFETY: valid instance.
-        unsafe { MmMpSmiRendezvous(self.0.inst, 0) };
+        self.smi(0);
         CURRENT.with(|x| x.set(usize::MAX));
         for t in threads {
             t.join().unwrap();
         }
     }
 
-    /// `smi_batches_pinned` of this machine's rendezvous
-    /// (`MmMpSmiRendezvous`).
-    pub fn smi_batches_pinned(
-        &self,
-        batches: usize,
-        smis: u64,
-        gate: bool,
-        smi_batch: impl FnMut(f64),
-        bsp_other: impl FnMut(),
-        ap_other: impl FnMut() + Send,
-    ) {
-        let inst = SendPtr(self.0.inst);
-        let smi = move |cpu: usize| {
-            let inst = &inst;
-            // SAFETY: valid instance; CPU 0 or 1 of a 2-CPU machine.
-            unsafe { MmMpSmiRendezvous(inst.0, cpu) }
-        };
-        smi_batches_pinned(batches, smis, gate, smi, smi_batch, bsp_other, ap_other);
+    /// One SMI of CPU `cpu` on the calling thread (`MmMpSmiRendezvous`).
+    pub fn smi(&self, cpu: usize) {
+        // SAFETY: valid instance.
+        unsafe { MmMpSmiRendezvous(self.0.inst, cpu) }
     }
 }
-
-/// A raw instance pointer that may cross to the AP thread.
-struct SendPtr(*mut MmMpInstance);
-// SAFETY: the instance is shared between CPUs by design (see `Inner`).
-unsafe impl Send for SendPtr {}
-// SAFETY: as above.
-unsafe impl Sync for SendPtr {}
 
 /// `batches` times: `smis` SMIs back to back on two CPUs (`smi(0)` on a
 /// thread on core 0, `smi(1)` on one on core 1), timed on CPU 0 and passed
