@@ -508,6 +508,12 @@ pub extern "C" fn mmmp_bench_measured_smi(m: &Machine) {
     m.smi_stepped_in(&[1, 0]);
 }
 
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn mmmp_bench_measured_smi1(m: &Machine) {
+    m.smi(0);
+}
+
 /// The single-threaded program callgrind runs: an SMI stepped on this
 /// thread (the `Sim` approach of tests/common), the measured calls made
 /// from the BSP's MmFoundationEntry.
@@ -589,6 +595,22 @@ fn child(mode: &str, n: usize) {
             m.set_foundation(|_, _| {});
             for _ in 0..MEASURED_CALLS {
                 mmmp_bench_measured_smi(&m);
+            }
+        }
+        // Whole SMIs of 1 CPU through MmMpSmiRendezvous, as a CPU runs
+        // them (n = 1: relaxed): the BSP's own work per SMI, without the
+        // stepping of the "smi" mode.
+        "smi1" => {
+            let m = Machine::new(Opts {
+                cpus: 1,
+                relaxed: n == 1,
+                election: n != 1,
+                clock: true,
+                empty_foundation: true,
+                ..Opts::default()
+            });
+            for _ in 0..MEASURED_CALLS {
+                mmmp_bench_measured_smi1(&m);
             }
         }
         // Blocking dispatch to CPU 1, both sides on this thread.
@@ -703,6 +725,11 @@ fn callgrind() {
         if let Some((ir, own)) = callgrind_counts("smi", n, "mmmp_bench_measured_smi") {
             println!(
                 "    one {name} SMI of 2 CPUs (both CPUs): {ir:.0} instructions, {own:.0} in mm_mp"
+            );
+        }
+        if let Some((ir, own)) = callgrind_counts("smi1", n, "mmmp_bench_measured_smi1") {
+            println!(
+                "    one {name} SMI of 1 CPU through MmMpSmiRendezvous: {ir:.0} instructions, {own:.0} in mm_mp"
             );
         }
     }

@@ -16,12 +16,14 @@
 //! semaphore). The "gathered" flow (traditional mode, or any mode with
 //! MTRR swapping) uses the barriers; the relaxed flow does not.
 
+use crate::cpus::CpuState;
 use crate::efi::Status;
 use crate::instance::{Instance, NO_BSP};
 use crate::platform::{Deadline, LOG_ERROR, LOG_WARN};
 use crate::stats::Counter;
 use crate::sync::atomic::Ordering;
-use crate::sync::{Abandon, SEMAPHORE_LOCKED};
+use crate::sync::{Abandon, Semaphore, SEMAPHORE_LOCKED};
+use crate::sync_lib::take_counts;
 
 /// Result of one step.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -104,14 +106,36 @@ enum Arrival {
     Done(bool),
 }
 
+/// The stepping CPU's own lines, looked up once per `smi_rendezvous` (or
+/// `rendezvous_step`) instead of at every use: a per-CPU lookup is a bounds
+/// check and a multiply, and the phases use these on every step
+/// (docs/PERFORMANCE.md [2]).
+struct Me<'a> {
+    cpu: usize,
+    state: &'a CpuState,
+    /// This CPU's run semaphore.
+    run: &'a Semaphore,
+}
+
 impl Instance {
+    /// The own lines of CPU `cpu`; `None` for an index out of range.
+    #[inline(always)]
+    fn me(&self, cpu: usize) -> Option<Me<'_>> {
+        Some(Me {
+            cpu,
+            state: self.cpu(cpu)?,
+            run: self.run_sem(cpu)?,
+        })
+    }
+
     /// `MmMpSmiRendezvous`: the whole rendezvous of one CPU for one SMI.
     /// Returns when the CPU may leave SMM. A CPU index out of range or of an
     /// empty slot returns at once and touches nothing.
     pub fn smi_rendezvous(&self, cpu: usize) {
-        while self.rendezvous_step(cpu) == Poll::Pending {
-            if self.pause_in(cpu) {
-                self.leave(cpu);
+        let Some(me) = self.me(cpu) else { return };
+        while self.step(&me) == Poll::Pending {
+            if self.pause_in(&me) {
+                self.leave(&me);
                 return;
             }
         }
@@ -122,13 +146,10 @@ impl Instance {
     /// count and runs the calls itself (`ap_loop_spin`). Returns `true`
     /// when a call came back lost: the CPU must leave at once, as
     /// `ap_loop` does.
-    fn pause_in(&self, cpu: usize) -> bool {
+    fn pause_in(&self, me: &Me) -> bool {
         self.platform.pause();
-        let Some(state) = self.cpu(cpu) else {
-            return false;
-        };
         // Relaxed: the phase is only ever touched by its own CPU.
-        state.phase.load(Ordering::Relaxed) == AP_LOOP && self.ap_loop_spin(cpu)
+        me.state.phase.load(Ordering::Relaxed) == AP_LOOP && self.ap_loop_spin(me)
     }
 
     /// The dispatch loop's spin: reads only the request tag, the broadcast
@@ -140,10 +161,11 @@ impl Instance {
     /// [1]). What this AP finished last it keeps in a local. Runs the
     /// calls; returns on a run count (#8) or when a call came back lost
     /// (`true`).
-    fn ap_loop_spin(&self, cpu: usize) -> bool {
-        let (Some(m), Some(run)) = (self.mailbox(cpu), self.run_sem(cpu)) else {
+    fn ap_loop_spin(&self, me: &Me) -> bool {
+        let Some(m) = self.mailbox(me.cpu) else {
             return false;
         };
+        let run = me.run;
         let mut seen = m.completed();
         loop {
             let tag = m.posted();
@@ -154,7 +176,7 @@ impl Instance {
                 }
                 // `run` ended the call (DONE for `tag`), or it was abandoned.
                 seen = Some(tag);
-            } else if let Some(lost) = self.ap_broadcast(cpu) {
+            } else if let Some(lost) = self.ap_broadcast(me) {
                 if lost {
                     return true;
                 }
@@ -171,13 +193,12 @@ impl Instance {
     /// back lost. While the descriptor shows the tag this AP last dealt
     /// with (kept in its own CPU state) that is two loads.
     #[inline(always)]
-    fn ap_broadcast(&self, cpu: usize) -> Option<bool> {
-        let state = self.cpu(cpu)?;
+    fn ap_broadcast(&self, me: &Me) -> Option<bool> {
         // Relaxed: private to this CPU.
-        if self.descriptor().published() == state.broadcast_seen.load(Ordering::Relaxed) {
+        if self.descriptor().published() == me.state.broadcast_seen.load(Ordering::Relaxed) {
             return None;
         }
-        self.ap_broadcast_look(cpu)
+        self.ap_broadcast_look(me.cpu)
     }
 
     /// `ap_broadcast` once the descriptor shows a new tag. One copy for the
@@ -207,9 +228,15 @@ impl Instance {
     /// Advance CPU `cpu` through its rendezvous as far as it can go without
     /// waiting. See the module documentation.
     pub fn rendezvous_step(&self, cpu: usize) -> Poll {
-        let Some(state) = self.cpu(cpu) else {
-            return Poll::Ready;
-        };
+        match self.me(cpu) {
+            Some(me) => self.step(&me),
+            None => Poll::Ready,
+        }
+    }
+
+    /// `rendezvous_step` of the CPU whose lines `me` holds.
+    fn step(&self, me: &Me) -> Poll {
+        let state = me.state;
         // Relaxed: the phase is only ever touched by its own CPU.
         let mut current = state.phase.load(Ordering::Relaxed);
         if current == IDLE && state.is_empty() {
@@ -227,26 +254,26 @@ impl Instance {
         }
         loop {
             let next = match current {
-                IDLE => self.entry(cpu),
+                IDLE => self.entry(me),
                 LATE => self.late(),
-                AP_WAIT_BSP | AP_WAIT_BSP2 => self.ap_wait_bsp(cpu, current),
-                AP_SYNC => self.ap_sync(cpu),
-                AP_MTRR_SAVED => self.ap_mtrr_saved(cpu),
-                AP_MTRR_REPLACED => self.ap_mtrr_replaced(cpu),
-                AP_LOOP => self.ap_loop(cpu),
-                AP_MTRR_EXIT => self.ap_mtrr_exit(cpu),
-                AP_MTRR_RESTORED => self.ap_mtrr_restored(cpu),
+                AP_WAIT_BSP | AP_WAIT_BSP2 => self.ap_wait_bsp(me, current),
+                AP_SYNC => self.ap_sync(me),
+                AP_MTRR_SAVED => self.ap_mtrr_saved(me),
+                AP_MTRR_REPLACED => self.ap_mtrr_replaced(me),
+                AP_LOOP => self.ap_loop(me),
+                AP_MTRR_EXIT => self.ap_mtrr_exit(me),
+                AP_MTRR_RESTORED => self.ap_mtrr_restored(me),
                 AP_EXIT => self.wait_end_of_smi(),
-                BSP_ARRIVAL | BSP_ARRIVAL2 => self.bsp_arrival(cpu, current),
-                BSP_SYNC1 => self.bsp_sync1(cpu),
-                BSP_MTRR_SAVED => self.bsp_mtrr_saved(cpu),
-                BSP_MTRR_REPLACED => self.bsp_mtrr_replaced(cpu),
-                BSP_SYNC2 => self.bsp_sync2(cpu),
-                BSP_WAIT_FREE => self.bsp_wait_free(cpu),
-                BSP_WAIT_PRESENT => self.bsp_wait_present(cpu),
-                BSP_MTRR_EXIT => self.bsp_mtrr_exit(cpu),
-                BSP_MTRR_RESTORED => self.bsp_mtrr_restored(cpu),
-                BSP_FINAL => self.bsp_final(cpu),
+                BSP_ARRIVAL | BSP_ARRIVAL2 => self.bsp_arrival(me, current),
+                BSP_SYNC1 => self.bsp_sync1(me),
+                BSP_MTRR_SAVED => self.bsp_mtrr_saved(me),
+                BSP_MTRR_REPLACED => self.bsp_mtrr_replaced(me),
+                BSP_SYNC2 => self.bsp_sync2(me),
+                BSP_WAIT_FREE => self.bsp_wait_free(me),
+                BSP_WAIT_PRESENT => self.bsp_wait_present(me),
+                BSP_MTRR_EXIT => self.bsp_mtrr_exit(me),
+                BSP_MTRR_RESTORED => self.bsp_mtrr_restored(me),
+                BSP_FINAL => self.bsp_final(me),
                 // Unknown phase: only reachable if the region was
                 // overwritten. Leave SMM rather than loop.
                 _ => Step::Leave,
@@ -258,7 +285,7 @@ impl Instance {
                     current = p;
                 }
                 Step::Leave => {
-                    self.leave(cpu);
+                    self.leave(me);
                     return Poll::Ready;
                 }
             }
@@ -268,12 +295,10 @@ impl Instance {
     // -- helpers ------------------------------------------------------------
 
     /// Done with this SMI: back to IDLE, platform "rendezvous exit" hook.
-    fn leave(&self, cpu: usize) {
-        if let Some(state) = self.cpu(cpu) {
-            // Relaxed: the phase is only ever touched by its own CPU.
-            state.phase.store(IDLE, Ordering::Relaxed);
-        }
-        self.platform.rendezvous_exit(cpu);
+    fn leave(&self, me: &Me) {
+        // Relaxed: the phase is only ever touched by its own CPU.
+        me.state.phase.store(IDLE, Ordering::Relaxed);
+        self.platform.rendezvous_exit(me.cpu);
     }
 
     fn gathered(&self) -> bool {
@@ -283,17 +308,15 @@ impl Instance {
     /// Begin a timed wait of this CPU. The clock is read on the wait's
     /// first unmet check (`timed_out`), so a wait that is over at once —
     /// the common case — costs no time-source call.
-    fn timed_wait_start(&self, cpu: usize) {
-        if let Some(s) = self.cpu(cpu) {
-            // Relaxed: private to this CPU.
-            s.wait_start.store(NOT_STARTED, Ordering::Relaxed);
-        }
+    fn timed_wait_start(&self, s: &CpuState) {
+        // Relaxed: private to this CPU.
+        s.wait_start.store(NOT_STARTED, Ordering::Relaxed);
     }
 
-    /// Whether this CPU's timed wait begun with `timed_wait_start` has
-    /// lasted `us` microseconds (never without a time source).
-    fn timed_out(&self, cpu: usize, us: u64) -> bool {
-        let Some(s) = self.cpu(cpu) else { return true };
+    /// Whether the timed wait of the CPU whose state is `s`, begun with
+    /// `timed_wait_start`, has lasted `us` microseconds (never without a
+    /// time source).
+    fn timed_out(&self, s: &CpuState, us: u64) -> bool {
         let Some(ticks) = self.platform.ticks_for_us(us) else {
             return false;
         };
@@ -319,46 +342,48 @@ impl Instance {
     }
 
     /// Start a barrier wait of the BSP for every active AP.
-    fn expect_signals(&self, bsp: usize) {
-        if let Some(s) = self.cpu(bsp) {
-            // Relaxed: private to the BSP.
-            s.remaining.store(self.active_aps(), Ordering::Relaxed);
-        }
+    fn expect_signals(&self, me: &Me) {
+        // Relaxed: private to the BSP.
+        me.state
+            .remaining
+            .store(self.active_aps(), Ordering::Relaxed);
     }
 
     /// Take the counts still expected from the BSP's run semaphore
     /// (`SmmCpuSyncWaitForAPs`, one step).
-    fn signals_in(&self, bsp: usize) -> bool {
-        let Some(state) = self.cpu(bsp) else {
-            return true;
-        };
+    fn signals_in(&self, me: &Me) -> bool {
         // Relaxed: `remaining` is private to the BSP.
-        let mut remaining = state.remaining.load(Ordering::Relaxed);
-        let done = self.sync().try_wait_for_aps(bsp, &mut remaining);
-        state.remaining.store(remaining, Ordering::Relaxed);
+        let mut remaining = me.state.remaining.load(Ordering::Relaxed);
+        let done = take_counts(me.run, &mut remaining);
+        me.state.remaining.store(remaining, Ordering::Relaxed);
         done
     }
 
     /// EDK2 `ReleaseAllAPs`: one count on the run semaphore of every
-    /// present AP (lost APs are no longer present).
-    fn release_present_aps(&self, bsp: usize) {
-        for (i, s) in self.cpus().iter() {
-            if i != bsp && s.is_present() {
-                self.sync().release_one_ap(i);
+    /// present AP (lost APs are no longer present). The CPU states and run
+    /// semaphores are walked side by side (`SmmCpuSyncReleaseOneAp` for
+    /// each, without its lookup).
+    fn release_present_aps(&self, me: &Me) {
+        for ((i, s), (_, run)) in self.cpus().iter().zip(self.run_sems().iter()) {
+            if i != me.cpu && s.is_present() {
+                // A locked run semaphore (never produced by this API)
+                // refuses the release, as in EDK2.
+                let _ = run.release();
             }
         }
     }
 
     /// EDK2 `SmmCpuSyncReleaseBsp`: one count on the BSP's run semaphore.
-    fn signal_bsp(&self, cpu: usize) {
-        let Some(state) = self.cpu(cpu) else { return };
+    fn signal_bsp(&self, me: &Me) {
         // Relaxed: private to this CPU.
-        let bsp = state.bsp.load(Ordering::Relaxed) as usize;
+        let bsp = me.state.bsp.load(Ordering::Relaxed) as usize;
         self.sync().release_bsp(bsp);
     }
 
-    fn take_run(&self, cpu: usize) -> bool {
-        cpu < self.number_of_cpus() && self.sync().try_wait_for_bsp(cpu)
+    /// `SmmCpuSyncWaitForBsp`, one step: take a count from this AP's run
+    /// semaphore.
+    fn take_run(&self, me: &Me) -> bool {
+        me.run.try_wait()
     }
 
     /// CPUs that should come to a rendezvous: non-empty slots whose AP is
@@ -392,12 +417,12 @@ impl Instance {
 
     /// One look at the arrival wait of SPEC §6.5 (EDK2 `SmmWaitForApArrival`)
     /// for the BSP `cpu`, in round `second` (after the IPIs) or the first.
-    fn arrival_wait(&self, cpu: usize, second: bool) -> Arrival {
+    fn arrival_wait(&self, cpu: usize, state: &CpuState, second: bool) -> Arrival {
         let all = self.all_arrived_except_blocked();
         if !second {
             // Relaxed: written by this CPU at SMI entry.
             let needed = self.control().sync_needed.load(Ordering::Relaxed);
-            if !all && needed && !self.timed_out(cpu, self.settings.timeout1_us) {
+            if !all && needed && !self.timed_out(state, self.settings.timeout1_us) {
                 return Arrival::Waiting;
             }
             let arrived = self.arrival().value();
@@ -413,10 +438,10 @@ impl Instance {
                     self.stats().bump(Counter::IpisSent);
                 }
             }
-            self.timed_wait_start(cpu);
+            self.timed_wait_start(state);
             return Arrival::SecondRound;
         }
-        if !all && !self.timed_out(cpu, self.settings.timeout2_us) {
+        if !all && !self.timed_out(state, self.settings.timeout2_us) {
             return Arrival::Waiting;
         }
         if !all {
@@ -431,10 +456,11 @@ impl Instance {
 
     // -- §6.2 entry -----------------------------------------------------------
 
-    fn entry(&self, cpu: usize) -> Step {
+    fn entry(&self, me: &Me) -> Step {
+        let cpu = me.cpu;
         let control = self.control();
         self.run_startup_procedure();
-        self.platform.rendezvous_entry(cpu);
+        self.platform.rendezvous_entry(me.cpu);
         // Acquire: pairs with the BSP's Release increment at SMI end.
         let seq = control.smi_seq.load(Ordering::Acquire);
         let valid = self.platform.is_valid_smi();
@@ -494,9 +520,9 @@ impl Instance {
         // Acquire: pairs with the election above (ours or a winner's).
         let bsp = control.bsp_index.load(Ordering::Acquire);
         if !bsp_inside && bsp == cpu as u32 {
-            return self.bsp_enter(cpu);
+            return self.bsp_enter(me);
         }
-        self.timed_wait_start(cpu);
+        self.timed_wait_start(me.state);
         Step::Go(AP_WAIT_BSP)
     }
 
@@ -519,7 +545,7 @@ impl Instance {
 
     // -- §6.3 BSP path ----------------------------------------------------------
 
-    fn bsp_enter(&self, cpu: usize) -> Step {
+    fn bsp_enter(&self, me: &Me) -> Step {
         let control = self.control();
         // A pending SwitchBsp is consumed by this election (EDK2 clears
         // SwitchBsp and CandidateBsp[] here). Relaxed: BSP-only until the
@@ -532,26 +558,24 @@ impl Instance {
             .store(self.platform.is_sync_needed(), Ordering::Relaxed);
         // Release: everything before (check-in, election) is visible to a
         // CPU that sees "BSP inside" or reads the current BSP.
-        self.flags().current_bsp.store(cpu, Ordering::Release);
+        self.flags().current_bsp.store(me.cpu, Ordering::Release);
         self.flags().bsp_inside.store(true, Ordering::Release);
         // After "BSP inside": the statistics line may sit with the last
         // SMI's BSP, and the APs need not wait for it.
         self.stats().bump(Counter::Smis);
-        if let Some(s) = self.cpu(cpu) {
-            s.set_present(true);
-        }
+        me.state.set_present(true);
         self.platform.clear_top_level_smi_status();
         if !self.gathered() {
-            self.platform.before_mmi_handler(cpu);
-            return self.bsp_run_handlers(cpu);
+            self.platform.before_mmi_handler(me.cpu);
+            return self.bsp_run_handlers(me);
         }
-        self.timed_wait_start(cpu);
+        self.timed_wait_start(me.state);
         Step::Go(BSP_ARRIVAL)
     }
 
     /// §6.3 step 2 + §6.5: wait for arrivals, lock the door.
-    fn bsp_arrival(&self, cpu: usize, current: u32) -> Step {
-        let all = match self.arrival_wait(cpu, current == BSP_ARRIVAL2) {
+    fn bsp_arrival(&self, me: &Me, current: u32) -> Step {
+        let all = match self.arrival_wait(me.cpu, me.state, current == BSP_ARRIVAL2) {
             Arrival::Waiting => return Step::Wait,
             Arrival::SecondRound => return Step::Go(BSP_ARRIVAL2),
             Arrival::Done(all) => all,
@@ -561,74 +585,74 @@ impl Instance {
         // Release: latecomers that see the flag also see the locked door.
         self.flags().all_in_sync.store(true, Ordering::Release);
         self.sync().lock_door();
-        self.expect_signals(cpu);
+        self.expect_signals(me);
         Step::Go(BSP_SYNC1)
     }
 
-    fn bsp_sync1(&self, cpu: usize) -> Step {
-        if !self.signals_in(cpu) {
+    fn bsp_sync1(&self, me: &Me) -> Step {
+        if !self.signals_in(me) {
             return Step::Wait;
         }
-        self.release_present_aps(cpu); // #2
-        self.expect_signals(cpu);
+        self.release_present_aps(me); // #2
+        self.expect_signals(me);
         if self.settings.configure_mtrrs {
-            self.platform.mtrr_save(cpu);
+            self.platform.mtrr_save(me.cpu);
             return Step::Go(BSP_MTRR_SAVED);
         }
-        self.platform.before_mmi_handler(cpu);
+        self.platform.before_mmi_handler(me.cpu);
         Step::Go(BSP_SYNC2)
     }
 
-    fn bsp_mtrr_saved(&self, cpu: usize) -> Step {
-        if !self.signals_in(cpu) {
+    fn bsp_mtrr_saved(&self, me: &Me) -> Step {
+        if !self.signals_in(me) {
             return Step::Wait; // #3
         }
-        self.release_present_aps(cpu); // #4
-        self.expect_signals(cpu);
-        self.platform.mtrr_replace(cpu);
+        self.release_present_aps(me); // #4
+        self.expect_signals(me);
+        self.platform.mtrr_replace(me.cpu);
         Step::Go(BSP_MTRR_REPLACED)
     }
 
-    fn bsp_mtrr_replaced(&self, cpu: usize) -> Step {
-        if !self.signals_in(cpu) {
+    fn bsp_mtrr_replaced(&self, me: &Me) -> Step {
+        if !self.signals_in(me) {
             return Step::Wait; // #5
         }
-        self.release_present_aps(cpu); // #6
-        self.expect_signals(cpu);
-        self.platform.before_mmi_handler(cpu);
+        self.release_present_aps(me); // #6
+        self.expect_signals(me);
+        self.platform.before_mmi_handler(me.cpu);
         Step::Go(BSP_SYNC2)
     }
 
-    fn bsp_sync2(&self, cpu: usize) -> Step {
-        if !self.signals_in(cpu) {
+    fn bsp_sync2(&self, me: &Me) -> Step {
+        if !self.signals_in(me) {
             return Step::Wait; // #7
         }
-        self.bsp_run_handlers(cpu)
+        self.bsp_run_handlers(me)
     }
 
     /// §6.3 step 4: run the MMI handlers through the foundation entry.
-    fn bsp_run_handlers(&self, cpu: usize) -> Step {
-        self.platform.mm_foundation_entry(cpu);
-        self.timed_wait_start(cpu);
+    fn bsp_run_handlers(&self, me: &Me) -> Step {
+        self.platform.mm_foundation_entry(me.cpu);
+        self.timed_wait_start(me.state);
         Step::Go(BSP_WAIT_FREE)
     }
 
     /// §6.3 step 4: wait until every present AP is free; with a time
     /// source, APs still busy after the second timeout are marked lost.
-    fn bsp_wait_free(&self, cpu: usize) -> Step {
+    fn bsp_wait_free(&self, me: &Me) -> Step {
         let busy =
             |i: usize| self.mailbox(i).is_some_and(|m| !m.is_free()) || !self.broadcast_free(i);
         let any_busy = self
             .cpus()
             .iter()
-            .any(|(i, s)| i != cpu && s.is_present() && busy(i));
+            .any(|(i, s)| i != me.cpu && s.is_present() && busy(i));
         if any_busy {
-            if !self.timed_out(cpu, self.settings.timeout2_us) {
+            if !self.timed_out(me.state, self.settings.timeout2_us) {
                 return Step::Wait;
             }
             let mut finishing = false;
             for (i, s) in self.cpus().iter() {
-                if i == cpu || !s.is_present() || !busy(i) {
+                if i == me.cpu || !s.is_present() || !busy(i) {
                     continue;
                 }
                 finishing |= !self.mark_lost(i);
@@ -643,7 +667,7 @@ impl Instance {
             self.sync().lock_door();
             return Step::Go(BSP_WAIT_PRESENT);
         }
-        self.bsp_release_loop(cpu)
+        self.bsp_release_loop(me)
     }
 
     /// Mark AP `ap` lost (its procedure, from its mailbox or a broadcast,
@@ -703,63 +727,61 @@ impl Instance {
         true
     }
 
-    fn bsp_wait_present(&self, cpu: usize) -> Step {
+    fn bsp_wait_present(&self, me: &Me) -> Step {
         let present = self.cpus().iter().filter(|(_, s)| s.is_present()).count() as u32;
         // The BSP counts itself, hence "more than the active AP count".
         if present <= self.active_aps() {
             return Step::Wait;
         }
-        self.bsp_release_loop(cpu)
+        self.bsp_release_loop(me)
     }
 
     /// §6.3 step 6: close the services, release APs from the loop (#8).
-    fn bsp_release_loop(&self, cpu: usize) -> Step {
+    fn bsp_release_loop(&self, me: &Me) -> Step {
         // Release: an AP that wakes and sees "BSP inside" cleared also sees
         // every result of the SMI.
         self.flags().bsp_inside.store(false, Ordering::Release);
-        self.release_present_aps(cpu);
-        self.expect_signals(cpu);
+        self.release_present_aps(me);
+        self.expect_signals(me);
         if self.settings.configure_mtrrs {
             return Step::Go(BSP_MTRR_EXIT);
         }
-        self.bsp_before_final(cpu)
+        self.bsp_before_final(me)
     }
 
-    fn bsp_mtrr_exit(&self, cpu: usize) -> Step {
-        if !self.signals_in(cpu) {
+    fn bsp_mtrr_exit(&self, me: &Me) -> Step {
+        if !self.signals_in(me) {
             return Step::Wait; // #9
         }
-        self.release_present_aps(cpu); // #10
-        self.expect_signals(cpu);
-        self.platform.mtrr_restore(cpu);
+        self.release_present_aps(me); // #10
+        self.expect_signals(me);
+        self.platform.mtrr_restore(me.cpu);
         Step::Go(BSP_MTRR_RESTORED)
     }
 
-    fn bsp_mtrr_restored(&self, cpu: usize) -> Step {
-        if !self.signals_in(cpu) {
+    fn bsp_mtrr_restored(&self, me: &Me) -> Step {
+        if !self.signals_in(me) {
             return Step::Wait; // #11
         }
-        self.release_present_aps(cpu); // #12
-        self.bsp_before_final(cpu)
+        self.release_present_aps(me); // #12
+        self.bsp_before_final(me)
     }
 
     /// §6.3 step 8: pending CPU operations, BSP not present, wait #13.
-    fn bsp_before_final(&self, cpu: usize) -> Step {
+    fn bsp_before_final(&self, me: &Me) -> Step {
         // The services closed with "BSP inside" and every present AP is
         // free (lost ones no longer touch tokens): the tokens of this SMI
         // end here, while the APs leave, not after the last barrier.
         self.tokens().reset();
         self.apply_pending_operations();
-        if let Some(s) = self.cpu(cpu) {
-            s.set_present(false);
-        }
-        self.expect_signals(cpu);
+        me.state.set_present(false);
+        self.expect_signals(me);
         Step::Go(BSP_FINAL)
     }
 
     /// §6.3 step 9.
-    fn bsp_final(&self, cpu: usize) -> Step {
-        if !self.signals_in(cpu) {
+    fn bsp_final(&self, me: &Me) -> Step {
+        if !self.signals_in(me) {
             return Step::Wait; // #13
         }
         let control = self.control();
@@ -781,10 +803,10 @@ impl Instance {
 
     // -- §6.4 AP path -------------------------------------------------------------
 
-    fn ap_wait_bsp(&self, cpu: usize, current: u32) -> Step {
+    fn ap_wait_bsp(&self, me: &Me, current: u32) -> Step {
         if !self.in_smi() {
             if current == AP_WAIT_BSP {
-                if !self.timed_out(cpu, self.settings.timeout1_us) {
+                if !self.timed_out(me.state, self.settings.timeout1_us) {
                     return Step::Wait;
                 }
                 // Acquire: pairs with the election.
@@ -792,32 +814,29 @@ impl Instance {
                 if let Some(b) = self.cpu(bsp as usize).filter(|_| bsp != NO_BSP) {
                     self.platform.send_smi_ipi(b.apic_id());
                     self.stats().bump(Counter::IpisSent);
-                    self.timed_wait_start(cpu);
+                    self.timed_wait_start(me.state);
                     return Step::Go(AP_WAIT_BSP2);
                 }
                 // BSP unknown: give up without an IPI (EDK2).
-                return self.ap_give_up(cpu);
+                return self.ap_give_up(me);
             }
-            if !self.timed_out(cpu, self.settings.timeout2_us) {
+            if !self.timed_out(me.state, self.settings.timeout2_us) {
                 return Step::Wait;
             }
-            return self.ap_give_up(cpu);
+            return self.ap_give_up(me);
         }
         let bsp = self.current_bsp();
-        let Some(state) = self.cpu(cpu) else {
-            return Step::Leave;
-        };
         // Relaxed: private to this CPU.
-        state.bsp.store(bsp as u32, Ordering::Relaxed);
-        state.set_present(true);
+        me.state.bsp.store(bsp as u32, Ordering::Relaxed);
+        me.state.set_present(true);
         // After the flag: a broadcast that misses the bit treats this AP
         // as arriving just after it (relaxed mode); its dispatches see it.
-        self.broadcasts().join(cpu);
+        self.broadcasts().join(me.cpu);
         if !self.gathered() {
-            self.platform.before_mmi_handler(cpu);
+            self.platform.before_mmi_handler(me.cpu);
             return Step::Go(AP_LOOP);
         }
-        self.signal_bsp(cpu); // #1
+        self.signal_bsp(me); // #1
         Step::Go(AP_SYNC)
     }
 
@@ -830,8 +849,8 @@ impl Instance {
     /// hang it, so the CPU joins the SMI instead ("BSP inside" is set from
     /// before the lock until every counted CPU has joined). EDK2 ignores
     /// the refused check-out and hangs there.
-    fn ap_give_up(&self, cpu: usize) -> Step {
-        if self.sync().check_out(cpu) == Status::ABORTED && self.in_smi() {
+    fn ap_give_up(&self, me: &Me) -> Step {
+        if self.sync().check_out(me.cpu) == Status::ABORTED && self.in_smi() {
             return Step::Go(AP_WAIT_BSP);
         }
         self.stats().bump(Counter::Timeouts);
@@ -839,37 +858,37 @@ impl Instance {
         Step::Go(AP_EXIT)
     }
 
-    fn ap_sync(&self, cpu: usize) -> Step {
-        if !self.take_run(cpu) {
+    fn ap_sync(&self, me: &Me) -> Step {
+        if !self.take_run(me) {
             return Step::Wait; // #2
         }
         if self.settings.configure_mtrrs {
-            self.platform.mtrr_save(cpu);
-            self.signal_bsp(cpu); // #3
+            self.platform.mtrr_save(me.cpu);
+            self.signal_bsp(me); // #3
             return Step::Go(AP_MTRR_SAVED);
         }
-        self.ap_before_loop(cpu)
+        self.ap_before_loop(me)
     }
 
-    fn ap_mtrr_saved(&self, cpu: usize) -> Step {
-        if !self.take_run(cpu) {
+    fn ap_mtrr_saved(&self, me: &Me) -> Step {
+        if !self.take_run(me) {
             return Step::Wait; // #4
         }
-        self.platform.mtrr_replace(cpu);
-        self.signal_bsp(cpu); // #5
+        self.platform.mtrr_replace(me.cpu);
+        self.signal_bsp(me); // #5
         Step::Go(AP_MTRR_REPLACED)
     }
 
-    fn ap_mtrr_replaced(&self, cpu: usize) -> Step {
-        if !self.take_run(cpu) {
+    fn ap_mtrr_replaced(&self, me: &Me) -> Step {
+        if !self.take_run(me) {
             return Step::Wait; // #6
         }
-        self.ap_before_loop(cpu)
+        self.ap_before_loop(me)
     }
 
-    fn ap_before_loop(&self, cpu: usize) -> Step {
-        self.platform.before_mmi_handler(cpu);
-        self.signal_bsp(cpu); // #7
+    fn ap_before_loop(&self, me: &Me) -> Step {
+        self.platform.before_mmi_handler(me.cpu);
+        self.signal_bsp(me); // #7
         Step::Go(AP_LOOP)
     }
 
@@ -879,8 +898,8 @@ impl Instance {
     /// release #8 on the run semaphore. The BSP releases #8 only after every
     /// present AP finished its call, so a count on the run semaphore never
     /// overtakes a procedure.
-    fn ap_loop(&self, cpu: usize) -> Step {
-        let Some(m) = self.mailbox(cpu) else {
+    fn ap_loop(&self, me: &Me) -> Step {
+        let Some(m) = self.mailbox(me.cpu) else {
             return Step::Leave;
         };
         loop {
@@ -893,13 +912,13 @@ impl Instance {
                 }
                 continue;
             }
-            if let Some(lost) = self.ap_broadcast(cpu) {
+            if let Some(lost) = self.ap_broadcast(me) {
                 if lost {
                     return Step::Leave; // as above
                 }
                 continue;
             }
-            if !self.take_run(cpu) {
+            if !self.take_run(me) {
                 return Step::Wait; // #8 or a procedure
             }
             // The count is #8: the BSP cleared "BSP inside" before it
@@ -911,35 +930,33 @@ impl Instance {
             }
         }
         if self.settings.configure_mtrrs {
-            self.signal_bsp(cpu); // #9
+            self.signal_bsp(me); // #9
             return Step::Go(AP_MTRR_EXIT);
         }
-        self.ap_leave_handler(cpu)
+        self.ap_leave_handler(me)
     }
 
-    fn ap_mtrr_exit(&self, cpu: usize) -> Step {
-        if !self.take_run(cpu) {
+    fn ap_mtrr_exit(&self, me: &Me) -> Step {
+        if !self.take_run(me) {
             return Step::Wait; // #10
         }
-        self.platform.mtrr_restore(cpu);
-        self.signal_bsp(cpu); // #11
+        self.platform.mtrr_restore(me.cpu);
+        self.signal_bsp(me); // #11
         Step::Go(AP_MTRR_RESTORED)
     }
 
-    fn ap_mtrr_restored(&self, cpu: usize) -> Step {
-        if !self.take_run(cpu) {
+    fn ap_mtrr_restored(&self, me: &Me) -> Step {
+        if !self.take_run(me) {
             return Step::Wait; // #12
         }
-        self.ap_leave_handler(cpu)
+        self.ap_leave_handler(me)
     }
 
     /// §6.4 step 4: not present, signal #13, wait for the end.
-    fn ap_leave_handler(&self, cpu: usize) -> Step {
-        if let Some(s) = self.cpu(cpu) {
-            s.set_present(false);
-        }
-        self.broadcasts().leave(cpu);
-        self.signal_bsp(cpu); // #13
+    fn ap_leave_handler(&self, me: &Me) -> Step {
+        me.state.set_present(false);
+        self.broadcasts().leave(me.cpu);
+        self.signal_bsp(me); // #13
         Step::Go(AP_EXIT)
     }
 
@@ -956,10 +973,16 @@ impl Instance {
             return Status::TIMEOUT;
         }
         let bsp = self.current_bsp();
-        self.timed_wait_start(bsp);
+        // The BSP's state exists while an SMI is in progress (it stored its
+        // own index before "BSP inside"); without it there is nothing to
+        // time the wait with.
+        let Some(state) = self.cpu(bsp) else {
+            return Status::TIMEOUT;
+        };
+        self.timed_wait_start(state);
         let mut second = false;
         let all = loop {
-            match self.arrival_wait(bsp, second) {
+            match self.arrival_wait(bsp, state, second) {
                 Arrival::Waiting => self.platform.pause(),
                 Arrival::SecondRound => second = true,
                 Arrival::Done(all) => break all,

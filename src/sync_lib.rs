@@ -73,6 +73,18 @@ pub struct SyncView<'a> {
     cpus: usize,
 }
 
+/// Take as many counts as are available now from `run`, up to
+/// `*remaining`, decrementing `*remaining` for each; `true` once it is 0.
+/// The body of `try_wait_for_aps`, also used by the rendezvous engine,
+/// which has the BSP's run semaphore at hand.
+#[inline(always)]
+pub fn take_counts(run: &Semaphore, remaining: &mut u32) -> bool {
+    while *remaining > 0 && run.try_wait() {
+        *remaining -= 1;
+    }
+    *remaining == 0
+}
+
 impl<'a> SyncView<'a> {
     /// A view over semaphores that live elsewhere; the number of CPUs is
     /// the length of `runs`.
@@ -270,10 +282,7 @@ impl<'a> SyncView<'a> {
         let Some(run) = self.runs.get(bsp) else {
             return true;
         };
-        while *remaining > 0 && run.try_wait() {
-            *remaining -= 1;
-        }
-        *remaining == 0
+        take_counts(run, remaining)
     }
 
     /// `SmmCpuSyncWaitForAPs`: the BSP takes `n` counts from its own run
