@@ -353,6 +353,7 @@ impl Instance {
         state.set_needs_init(false);
         self.set_hot_plug_apic_id(number, INVALID_APIC_ID);
         self.apic_map().remove(apic_id, number);
+        self.forget_arrival_counts();
         // A removed CPU can never win the election its SwitchBsp asked for
         // (possible when the SwitchBsp's SMI ended before this call):
         // cancel it, or no CPU could become BSP again. AcqRel/Relaxed as
@@ -423,6 +424,21 @@ impl Instance {
             if s.pending_op() != OP_NONE {
                 s.set_pending_op(OP_NONE);
             }
+        }
+    }
+
+    /// Drop every CPU's kept count of expected CPUs
+    /// (`CpuState::arrival_expected`): one fewer CPU is expected now, and
+    /// the next arrival wait, whichever CPU is its BSP, must not wait for
+    /// it. Called where a CPU stops being expected (removed, marked lost);
+    /// a CPU that becomes expected needs nothing, since the wait counts
+    /// afresh before it decides.
+    pub fn forget_arrival_counts(&self) {
+        for (_, s) in self.cpus().iter() {
+            // Relaxed: a hint for the arrival wait (see
+            // `all_arrived_except_blocked`); the BSP of the next SMI reads
+            // it after the SMI boundary's Release/Acquire pairs.
+            s.arrival_expected.store(0, Ordering::Relaxed);
         }
     }
 

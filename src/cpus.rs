@@ -36,7 +36,13 @@ pub struct CpuState {
     pub broadcast_seen: AtomicU32,
     /// Start tick of this CPU's current timed wait.
     pub wait_start: AtomicU64,
-    _own_line: [u64; 5],
+    /// BSP: the expected-CPU count of the arrival wait as last counted
+    /// (0: not counted yet); kept between looks and SMIs so that the
+    /// wait does not read every CPU's state on every look.
+    pub arrival_expected: AtomicU32,
+    /// BSP: looks at the arrival counter, for the periodic recount.
+    pub arrival_looks: AtomicU32,
+    _own_line: [u64; 4],
     // -- read by other CPUs, and the BSP's scratch (bytes 64..128) --
     /// Checked into the current SMI and in (or entering) the dispatch loop.
     pub present: AtomicBool,
@@ -81,7 +87,9 @@ impl CpuState {
             bsp: AtomicU32::new(u32::MAX),
             broadcast_seen: AtomicU32::new(0),
             wait_start: AtomicU64::new(0),
-            _own_line: [0; 5],
+            arrival_expected: AtomicU32::new(0),
+            arrival_looks: AtomicU32::new(0),
+            _own_line: [0; 4],
             present: AtomicBool::new(false),
             posted: AtomicU32::new(0),
             known_done: AtomicU32::new(0),

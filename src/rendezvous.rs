@@ -87,6 +87,10 @@ use phase::*;
 /// `CpuState::wait_start` of a timed wait whose clock is not read yet.
 const NOT_STARTED: u64 = u64::MAX;
 
+/// The arrival wait counts the expected CPUs afresh every this many looks
+/// (`all_arrived_except_blocked`).
+const RECOUNT: u32 = 64;
+
 /// What a phase handler decided.
 enum Step {
     /// Stay in the current phase; nothing more to do now.
@@ -395,8 +399,19 @@ impl Instance {
             .count() as u32
     }
 
-    /// EDK2 `AllCpusInSmmExceptBlockedDisabled`.
-    fn all_arrived_except_blocked(&self) -> bool {
+    /// EDK2 `AllCpusInSmmExceptBlockedDisabled`, for the BSP whose state
+    /// is `bsp`.
+    ///
+    /// Counting the expected CPUs reads every CPU's state, mailbox and
+    /// broadcast lines — lines the arriving CPUs write as they check in —
+    /// so the count is kept between looks (`CpuState::arrival_expected`)
+    /// and made again only every `RECOUNT` looks and before any `true`:
+    /// the answer `true` always rests on a fresh count, as in EDK2; a
+    /// count that dropped during the wait (a hot-added CPU taking its
+    /// init-only SMI) is seen at most `RECOUNT` looks late. Polling the
+    /// arriving CPU's lines on every look delayed its check-in:
+    /// docs/PERFORMANCE.md [2].
+    fn all_arrived_except_blocked(&self, bsp: &CpuState) -> bool {
         let arrived = self.arrival().value();
         if arrived != SEMAPHORE_LOCKED && arrived as usize >= self.number_of_cpus() {
             // Every slot checked in: no need to look at each CPU's state
@@ -407,7 +422,26 @@ impl Instance {
             // The door is locked: the count at the lock is what arrived.
             return self.sync().arrived_count() as u32 >= self.expected_cpus();
         }
+        // Relaxed: both private to this CPU.
+        let looks = bsp.arrival_looks.load(Ordering::Relaxed);
+        bsp.arrival_looks
+            .store(looks.wrapping_add(1), Ordering::Relaxed);
+        let mut expected = bsp.arrival_expected.load(Ordering::Relaxed);
+        if looks % RECOUNT == 0 {
+            expected = self.expected_cpus();
+            bsp.arrival_expected.store(expected, Ordering::Relaxed);
+        }
+        if !self.arrived_enough(arrived, expected) {
+            return false;
+        }
         let expected = self.expected_cpus();
+        bsp.arrival_expected.store(expected, Ordering::Relaxed);
+        self.arrived_enough(arrived, expected)
+    }
+
+    /// Whether `arrived` CPUs, with the platform's blocked and disabled
+    /// ones, make up `expected`.
+    fn arrived_enough(&self, arrived: u32, expected: u32) -> bool {
         if arrived >= expected {
             return true;
         }
@@ -418,7 +452,7 @@ impl Instance {
     /// One look at the arrival wait of SPEC §6.5 (EDK2 `SmmWaitForApArrival`)
     /// for the BSP `cpu`, in round `second` (after the IPIs) or the first.
     fn arrival_wait(&self, cpu: usize, state: &CpuState, second: bool) -> Arrival {
-        let all = self.all_arrived_except_blocked();
+        let all = self.all_arrived_except_blocked(state);
         if !second {
             // Relaxed: written by this CPU at SMI entry.
             let needed = self.control().sync_needed.load(Ordering::Relaxed);
@@ -714,6 +748,7 @@ impl Instance {
         }
         state.set_present(false);
         self.broadcasts().leave(ap);
+        self.forget_arrival_counts();
         // Relaxed: BSP-only counter (see `active_aps`).
         let control = self.control();
         let lost = control.lost_count.load(Ordering::Relaxed);
