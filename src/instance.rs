@@ -6,7 +6,8 @@
 //! ```text
 //! [Instance header: settings, platform copy, protocols, startup procedure]
 //! [arrival counter]            spun on by the BSP, bumped by every CPU
-//! [flags: BSP inside, all in sync, current BSP]   polled by every CPU
+//! [flags: BSP inside, current BSP]   polled by every CPU
+//! [all in sync]                polled by APs leaving, written by the BSP
 //! [control: BSP index, SwitchBsp candidate, counts, SMI sequence]
 //! [token pool state]           written by the BSP
 //! [statistics]                 counters
@@ -81,6 +82,8 @@ pub struct Settings {
 pub struct Layout {
     pub arrival: usize,
     pub flags: usize,
+    /// EDK2 `AllCpusInSync` (an `AtomicBool`).
+    pub all_in_sync: usize,
     pub control: usize,
     pub pool: usize,
     pub stats: usize,
@@ -110,6 +113,7 @@ impl Layout {
         debug_assert_eq!(header, 0);
         let arrival = c.area(size_of::<Semaphore>())?;
         let flags = c.area(size_of::<Flags>())?;
+        let all_in_sync = c.area(size_of::<AtomicBool>())?;
         let control = c.area(size_of::<Control>())?;
         let pool = c.area(size_of::<PoolState>())?;
         let stats = c.area(size_of::<Stats>())?;
@@ -136,6 +140,7 @@ impl Layout {
         Some(Layout {
             arrival,
             flags,
+            all_in_sync,
             control,
             pool,
             stats,
@@ -160,13 +165,14 @@ impl Layout {
 /// The rendezvous flags every CPU polls, on a line of their own: the
 /// BSP's other start- and end-of-SMI stores (`Control`) and the election's
 /// compare-exchanges do not pull this line away from the polling CPUs
-/// (docs/PERFORMANCE.md [2]).
+/// (docs/PERFORMANCE.md [2]). EDK2's `AllCpusInSync` has a line of its own
+/// too (`Instance::all_in_sync`): the APs read "BSP inside" while they
+/// enter and leave the dispatch loop, at the moments the BSP sets and
+/// clears "all in sync".
 #[repr(C)]
 pub struct Flags {
     /// EDK2 `InsideSmm`: the BSP is in the SMI (services open).
     pub bsp_inside: AtomicBool,
-    /// EDK2 `AllCpusInSync`: door locked; cleared last at SMI exit.
-    pub all_in_sync: AtomicBool,
     /// The BSP of the SMI in progress as reported to callers.
     pub current_bsp: AtomicUsize,
 }
@@ -331,9 +337,9 @@ impl Instance {
             (base.add(layout.arrival) as *mut Semaphore).write(Semaphore::new(0));
             (base.add(layout.flags) as *mut Flags).write(Flags {
                 bsp_inside: AtomicBool::new(false),
-                all_in_sync: AtomicBool::new(false),
                 current_bsp: AtomicUsize::new(usize::MAX),
             });
+            (base.add(layout.all_in_sync) as *mut AtomicBool).write(AtomicBool::new(false));
             (base.add(layout.control) as *mut Control).write(Control {
                 all_arrived: AtomicBool::new(false),
                 bsp_index: AtomicU32::new(if settings.bsp_election {
@@ -449,6 +455,12 @@ impl Instance {
     #[inline(always)]
     pub fn flags(&self) -> &Flags {
         self.at(self.layout.flags)
+    }
+
+    /// EDK2 `AllCpusInSync`: door locked; cleared last at SMI exit.
+    #[inline(always)]
+    pub fn all_in_sync(&self) -> &AtomicBool {
+        self.at(self.layout.all_in_sync)
     }
 
     #[inline(always)]

@@ -570,7 +570,7 @@ impl Instance {
 
     fn wait_end_of_smi(&self) -> Step {
         // Acquire: pairs with the BSP's final Release store.
-        if self.flags().all_in_sync.load(Ordering::Acquire) {
+        if self.all_in_sync().load(Ordering::Acquire) {
             Step::Wait
         } else {
             Step::Leave
@@ -617,7 +617,7 @@ impl Instance {
         let control = self.control();
         control.all_arrived.store(all, Ordering::Relaxed);
         // Release: latecomers that see the flag also see the locked door.
-        self.flags().all_in_sync.store(true, Ordering::Release);
+        self.all_in_sync().store(true, Ordering::Release);
         self.sync().lock_door();
         self.expect_signals(me);
         Step::Go(BSP_SYNC1)
@@ -697,7 +697,7 @@ impl Instance {
         }
         if !self.gathered() {
             // Release: as in `bsp_arrival`.
-            self.flags().all_in_sync.store(true, Ordering::Release);
+            self.all_in_sync().store(true, Ordering::Release);
             self.sync().lock_door();
             return Step::Go(BSP_WAIT_PRESENT);
         }
@@ -823,16 +823,19 @@ impl Instance {
         if self.settings.bsp_election {
             control.bsp_index.store(NO_BSP, Ordering::Relaxed);
         }
-        self.flags()
-            .current_bsp
-            .store(usize::MAX, Ordering::Relaxed);
         // Release: a CPU whose check-in reads the reopened counter sees the
         // new sequence (see `entry`).
         control.smi_seq.fetch_add(1, Ordering::Release);
         self.sync().reset();
+        // After the locked add, which would otherwise wait for this store
+        // to own the flags line (APs read it): the APs wait for "all in
+        // sync", not for this.
+        self.flags()
+            .current_bsp
+            .store(usize::MAX, Ordering::Relaxed);
         // Release: the last store of the SMI; every CPU waiting on it sees
         // the whole end-of-SMI state.
-        self.flags().all_in_sync.store(false, Ordering::Release);
+        self.all_in_sync().store(false, Ordering::Release);
         Step::Leave
     }
 
