@@ -826,13 +826,15 @@ impl Instance {
         // Release: a CPU whose check-in reads the reopened counter sees the
         // new sequence (see `entry`).
         control.smi_seq.fetch_add(1, Ordering::Release);
-        self.sync().reset();
         // After the locked add, which would otherwise wait for this store
-        // to own the flags line (APs read it): the APs wait for "all in
-        // sync", not for this.
+        // to own the flags line (APs read it), and before the counter
+        // reopens: a CPU that checks in after the reset may be the next
+        // SMI's BSP and store its own index here (the reset's Release
+        // orders this store before that one).
         self.flags()
             .current_bsp
             .store(usize::MAX, Ordering::Relaxed);
+        self.sync().reset();
         // Release: the last store of the SMI; every CPU waiting on it sees
         // the whole end-of-SMI state.
         self.all_in_sync().store(false, Ordering::Release);
