@@ -258,6 +258,27 @@ fn dispatch_run() -> Batches {
                     unsafe { (mp.wait_for_procedure)(mp, token) },
                     Status::SUCCESS
                 );
+                // The token completes just before the AP marks itself free
+                // (SPEC §2.2's order): until then a dispatch to it is
+                // EFI_NOT_READY. One untimed call waits that out.
+                loop {
+                    // SAFETY: as below.
+                    let st = unsafe {
+                        (mp.dispatch_procedure)(
+                            mp,
+                            Some(empty_procedure),
+                            1,
+                            0,
+                            std::ptr::null_mut(),
+                            std::ptr::null_mut(),
+                            std::ptr::null_mut(),
+                        )
+                    };
+                    if st != Status::NOT_READY {
+                        assert_eq!(st, Status::SUCCESS);
+                        break;
+                    }
+                }
                 let start = Instant::now();
                 for _ in 0..BATCH {
                     // SAFETY: valid protocol; blocking call, NULL token/status.
