@@ -399,19 +399,9 @@ impl Instance {
             .count() as u32
     }
 
-    /// EDK2 `AllCpusInSmmExceptBlockedDisabled`, for the BSP whose state
-    /// is `bsp`.
-    ///
-    /// Counting the expected CPUs reads every CPU's state, mailbox and
-    /// broadcast lines — lines the arriving CPUs write as they check in —
-    /// so the count is kept between looks (`CpuState::arrival_expected`)
-    /// and made again only every `RECOUNT` looks and before any `true`:
-    /// the answer `true` always rests on a fresh count, as in EDK2; a
-    /// count that dropped during the wait (a hot-added CPU taking its
-    /// init-only SMI) is seen at most `RECOUNT` looks late. Polling the
-    /// arriving CPU's lines on every look delayed its check-in:
-    /// docs/PERFORMANCE.md [2].
-    fn all_arrived_except_blocked(&self, bsp: &CpuState) -> bool {
+    /// EDK2 `AllCpusInSmmExceptBlockedDisabled`, counting the expected
+    /// CPUs now.
+    fn all_arrived_now(&self) -> bool {
         let arrived = self.arrival().value();
         if arrived != SEMAPHORE_LOCKED && arrived as usize >= self.number_of_cpus() {
             // Every slot checked in: no need to look at each CPU's state
@@ -421,6 +411,30 @@ impl Instance {
         if arrived == SEMAPHORE_LOCKED {
             // The door is locked: the count at the lock is what arrived.
             return self.sync().arrived_count() as u32 >= self.expected_cpus();
+        }
+        self.arrived_enough(arrived, self.expected_cpus())
+    }
+
+    /// `all_arrived_now` for one look of a wait, by the BSP whose state is
+    /// `bsp`.
+    ///
+    /// Counting the expected CPUs reads every CPU's state, mailbox and
+    /// broadcast lines — lines the arriving CPUs write as they check in —
+    /// so the count is kept between looks (`CpuState::arrival_expected`)
+    /// and made again only every `RECOUNT` looks and before any `true`.
+    /// The answer `true` always rests on a fresh count, as in EDK2; a
+    /// `false` may rest on a count up to `RECOUNT` looks old, so the wait
+    /// decides with `all_arrived_now` (`arrival_wait`). Every kept count
+    /// is dropped where a CPU stops being expected (removed, marked lost:
+    /// `forget_arrival_counts`). Polling the arriving CPU's lines on every
+    /// look delayed its check-in: docs/PERFORMANCE.md [2].
+    fn all_arrived_except_blocked(&self, bsp: &CpuState) -> bool {
+        let arrived = self.arrival().value();
+        if arrived != SEMAPHORE_LOCKED && arrived as usize >= self.number_of_cpus() {
+            return true;
+        }
+        if arrived == SEMAPHORE_LOCKED {
+            return self.all_arrived_now();
         }
         // Relaxed: both private to this CPU.
         let looks = bsp.arrival_looks.load(Ordering::Relaxed);
@@ -459,6 +473,8 @@ impl Instance {
             if !all && needed && !self.timed_out(state, self.settings.timeout1_us) {
                 return Arrival::Waiting;
             }
+            // Deciding: on a fresh count (see `all_arrived_except_blocked`).
+            let all = all || self.all_arrived_now();
             let arrived = self.arrival().value();
             if arrived == SEMAPHORE_LOCKED
                 || arrived as usize >= self.number_of_cpus()
@@ -478,6 +494,7 @@ impl Instance {
         if !all && !self.timed_out(state, self.settings.timeout2_us) {
             return Arrival::Waiting;
         }
+        let all = all || self.all_arrived_now();
         if !all {
             self.stats().bump(Counter::Timeouts);
             self.log(

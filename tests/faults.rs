@@ -6,6 +6,7 @@
 //! | AP never arrives | `ap_never_arrives` (+ scenarios.rs `ap_that_never_arrives`, threads) | stepped, manual clock |
 //! | BSP never arrives | `bsp_never_arrives`, `switch_bsp_candidate_never_arrives` (+ scenarios.rs) | stepped |
 //! | procedure never returns | `broadcast_procedure_never_returns` (+ scenarios.rs `stuck_procedure_is_bounded`: Dispatch) | threads, real clock |
+//! | AP still stuck (lost) at the next SMI | `lost_ap_is_not_waited_for_in_the_next_smi` | stepped, manual clock |
 //! | AP arrives after the door is locked | `late_ap_at_every_point` (+ scenarios.rs `late_ap_*`) | stepped |
 //! | CPU removed while a broadcast is pending | `cpu_removed_while_broadcast_pending` | stepped |
 //! | time source jumps backwards / wraps | `time_wraps`, `time_jumps_backwards` | stepped, manual clock |
@@ -928,4 +929,93 @@ fn second_smi_while_cpus_leave_the_first() {
         }
         assert!(multi > 100, "interleavings with overlapping SMIs: {multi}");
     }
+}
+
+/// What `proc_stuck_through_next_smi` saw of the SMI after the loss.
+static NEXT_SMI: Mutex<Option<(u64, MmMpStatistics, MmMpStatistics)>> = Mutex::new(None);
+
+/// Step CPUs 0, 1 and 3 round-robin, the manual clock one tick per round,
+/// until each finished its SMI (its step returned Ready).
+fn finish_smi_of_0_1_3(sim: &Sim) {
+    let mut done = [false; 4];
+    for _ in 0..10_000 {
+        if [0, 1, 3].iter().all(|&c| done[c]) {
+            return;
+        }
+        for c in [0, 1, 3] {
+            if !done[c] {
+                done[c] = sim.step(c);
+            }
+        }
+        sim.advance(TICK);
+    }
+    panic!("the SMI of CPUs 0, 1, 3 never ended");
+}
+
+/// AP 2's procedure on the stepped machine. It runs inside AP 2's step
+/// and does not return until the BSP has marked AP 2 lost (SPEC §2.7,
+/// §6.3 step 4) and a whole next SMI of CPUs 0, 1 and 3 has run: it steps
+/// those CPUs itself and moves the manual clock on.
+unsafe extern "efiapi" fn proc_stuck_through_next_smi(arg: *mut c_void) -> Status {
+    // SAFETY: the test passes its Sim, alive for the whole test.
+    let sim = unsafe { &*(arg as *const Sim) };
+    for _ in 0..10_000 {
+        if sim.stats().lost_aps > 0 {
+            break;
+        }
+        for c in [0, 1, 3] {
+            sim.step(c);
+        }
+        sim.advance(TICK);
+    }
+    assert_eq!(sim.stats().lost_aps, 1, "AP 2 marked lost");
+    finish_smi_of_0_1_3(sim);
+    let before = sim.stats();
+    let t0 = sim.ticks.load(Ordering::SeqCst);
+    finish_smi_of_0_1_3(sim);
+    let dt = sim.ticks.load(Ordering::SeqCst) - t0;
+    *NEXT_SMI.lock().unwrap() = Some((dt, before, sim.stats()));
+    Status::SUCCESS
+}
+
+/// SPEC §6.5 after §2.7: while an AP marked lost is still stuck, the next
+/// SMI does not wait for it — no arrival timeout, no IPI — even though the
+/// BSP's arrival wait of the SMI before counted it as expected (the wait
+/// keeps its count between looks and SMIs; marking an AP lost must drop
+/// it: docs/PERFORMANCE.md [2]).
+#[test]
+fn lost_ap_is_not_waited_for_in_the_next_smi() {
+    let sim = machine(clocked(TICK));
+    sim.preferred_bsp.store(0, Ordering::SeqCst);
+    let first = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let f = first.clone();
+    sim.set_handler(move |sim, bsp| {
+        assert_eq!(bsp, 0);
+        if !f.swap(false, Ordering::SeqCst) {
+            return;
+        }
+        sim.pump_until(|| (1..4).all(|a| sim.instance().cpu(a).unwrap().is_present()));
+        let mut t: MmCompletion = NULL_TOKEN;
+        let arg = sim as *const Sim as *mut c_void;
+        assert_eq!(
+            sim.dispatch(
+                p2(proc_stuck_through_next_smi),
+                2,
+                0,
+                arg,
+                Some(&mut t),
+                None
+            ),
+            Status::SUCCESS
+        );
+    });
+    // CPU 0 steps first: its arrival wait looks, and counts four expected
+    // CPUs, before the APs check in.
+    sim.smi_stepped(&[0, 1, 2, 3]);
+    let (dt, before, after) = NEXT_SMI.lock().unwrap().take().expect("next SMI ran");
+    assert_eq!((before.smis, after.smis), (1, 2));
+    assert!(dt < 1_000_000, "no arrival timeout ({dt} ticks)");
+    assert_eq!(after.timeouts, before.timeouts, "no timeout");
+    assert_eq!(after.ipis_sent, 0, "no IPI to the lost AP");
+    assert_balanced(&sim);
 }
