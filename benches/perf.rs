@@ -234,6 +234,20 @@ fn dispatch_run() -> Batches {
             PING.0.store(0, Ordering::SeqCst);
             let mut b = Batches::default();
             let mut seq = 0;
+            // The measured call: blocking DispatchProcedure of the empty
+            // procedure to CPU 1.
+            // SAFETY: valid protocol; blocking call, NULL token/status.
+            let dispatch_empty = || unsafe {
+                (mp.dispatch_procedure)(
+                    mp,
+                    Some(empty_procedure),
+                    1,
+                    0,
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                )
+            };
             for _ in 0..BATCHES {
                 let args = EchoArgs(seq, BATCH);
                 let mut token: MmCompletion = std::ptr::null_mut();
@@ -262,18 +276,7 @@ fn dispatch_run() -> Batches {
                 // (SPEC §2.2's order): until then a dispatch to it is
                 // EFI_NOT_READY. One untimed call waits that out.
                 loop {
-                    // SAFETY: as below.
-                    let st = unsafe {
-                        (mp.dispatch_procedure)(
-                            mp,
-                            Some(empty_procedure),
-                            1,
-                            0,
-                            std::ptr::null_mut(),
-                            std::ptr::null_mut(),
-                            std::ptr::null_mut(),
-                        )
-                    };
+                    let st = dispatch_empty();
                     if st != Status::NOT_READY {
                         assert_eq!(st, Status::SUCCESS);
                         break;
@@ -281,19 +284,7 @@ fn dispatch_run() -> Batches {
                 }
                 let start = Instant::now();
                 for _ in 0..BATCH {
-                    // SAFETY: valid protocol; blocking call, NULL token/status.
-                    let st = unsafe {
-                        (mp.dispatch_procedure)(
-                            mp,
-                            Some(empty_procedure),
-                            1,
-                            0,
-                            std::ptr::null_mut(),
-                            std::ptr::null_mut(),
-                            std::ptr::null_mut(),
-                        )
-                    };
-                    assert_eq!(st, Status::SUCCESS);
+                    assert_eq!(dispatch_empty(), Status::SUCCESS);
                 }
                 b.measured
                     .push(start.elapsed().as_nanos() as f64 / BATCH as f64);
