@@ -5,16 +5,19 @@
 //!
 //! Every CPU's path is a state machine: [`Instance::rendezvous_step`]
 //! advances the calling CPU as far as it can without waiting and returns
-//! [`Poll::Pending`] where EDK2 would spin. `MmMpSmiRendezvous` is the
-//! loop `while step() == Pending { CpuPause() }`. The same code therefore
-//! runs on real CPUs, on host threads, and in deterministic tests where
-//! one thread steps every simulated CPU in the order the test picks.
+//! [`Poll::Pending`] where EDK2 would spin; `MmMpSmiRendezvous` runs the
+//! same driver (`run`) with a `CpuPause` where the step would return. The
+//! same code therefore runs on real CPUs, on host threads, and in
+//! deterministic tests where one thread steps every simulated CPU in the
+//! order the test picks.
 //!
 //! Barrier rounds are numbered as in EDK2 (#1 … #13): an AP "signals"
 //! (one count on the BSP's run semaphore), the BSP "waits" for one count
 //! per active AP, then "releases" (one count on each present AP's run
 //! semaphore). The "gathered" flow (traditional mode, or any mode with
 //! MTRR swapping) uses the barriers; the relaxed flow does not.
+
+use core::ops::ControlFlow;
 
 use crate::cpus::CpuState;
 use crate::efi::Status;
@@ -136,24 +139,129 @@ impl Instance {
     /// Returns when the CPU may leave SMM. A CPU index out of range or of an
     /// empty slot returns at once and touches nothing.
     pub fn smi_rendezvous(&self, cpu: usize) {
-        let Some(me) = self.me(cpu) else { return };
-        while self.step(&me) == Poll::Pending {
-            if self.pause_in(&me) {
-                self.leave(&me);
-                return;
+        if let Some(me) = self.me(cpu) {
+            self.run(&me, false);
+        }
+    }
+
+    /// Advance CPU `cpu` through its rendezvous as far as it can go without
+    /// waiting. See the module documentation.
+    pub fn rendezvous_step(&self, cpu: usize) -> Poll {
+        match self.me(cpu) {
+            Some(me) => self.run(&me, true),
+            None => Poll::Ready,
+        }
+    }
+
+    /// Take the CPU whose lines `me` holds through its phases. `stepping`:
+    /// return `Pending` where it has to wait (`rendezvous_step`); else pause
+    /// and look again until it may leave SMM (`smi_rendezvous`).
+    ///
+    /// The phases are taken in their order (`phases_in_order`), each handler
+    /// by a direct call: a `match` on the phase at every hand-off made a
+    /// 2-CPU SMI 4 % (traditional) to 8 % (relaxed) slower
+    /// (docs/PERFORMANCE.md [2]). The one move back to an earlier phase (an
+    /// AP whose give-up is refused joins after all) starts the order again.
+    fn run(&self, me: &Me, stepping: bool) -> Poll {
+        if self.no_rendezvous(me) {
+            return Poll::Ready;
+        }
+        loop {
+            // Relaxed: the phase is only ever touched by its own CPU.
+            let before = me.state.phase.load(Ordering::Relaxed);
+            let mut p = before;
+            if let ControlFlow::Break(poll) = self.phases_in_order(me, &mut p, stepping) {
+                if poll == Poll::Ready {
+                    self.leave(me);
+                }
+                return poll;
+            }
+            if p == before {
+                // No phase of that number: only reachable if the region was
+                // overwritten. Leave SMM rather than loop.
+                self.leave(me);
+                return Poll::Ready;
             }
         }
     }
 
-    /// Wait between two steps of `cpu`: at least one `CpuPause`. In the
-    /// dispatch loop the CPU then waits right here for a call or a run
-    /// count and runs the calls itself (`ap_loop_spin`). Returns `true`
-    /// when a call came back lost: the CPU must leave at once, as
-    /// `ap_loop` does.
-    fn pause_in(&self, me: &Me) -> bool {
+    /// Every phase in the order an SMI passes them: each held (`hold`) when
+    /// it is the CPU's phase `*p`, until it moves on. Every flow moves
+    /// forward in this order (the numbering of `phase`) except the refused
+    /// give-up; see `run`. Breaks with `Ready` when the CPU is to leave SMM,
+    /// with `Pending` when `stepping` and it has to wait.
+    fn phases_in_order(&self, me: &Me, p: &mut u32, stepping: bool) -> ControlFlow<Poll> {
+        let s = stepping;
+        self.hold(me, p, s, IDLE, |i, m| i.entry(m))?;
+        self.hold(me, p, s, LATE, |i, _| i.late())?;
+        self.hold(me, p, s, AP_WAIT_BSP, |i, m| i.ap_wait_bsp(m, AP_WAIT_BSP))?;
+        self.hold(me, p, s, AP_WAIT_BSP2, |i, m| {
+            i.ap_wait_bsp(m, AP_WAIT_BSP2)
+        })?;
+        self.hold(me, p, s, AP_SYNC, |i, m| i.ap_sync(m))?;
+        self.hold(me, p, s, AP_MTRR_SAVED, |i, m| i.ap_mtrr_saved(m))?;
+        self.hold(me, p, s, AP_MTRR_REPLACED, |i, m| i.ap_mtrr_replaced(m))?;
+        self.hold(me, p, s, AP_LOOP, |i, m| i.ap_loop(m))?;
+        self.hold(me, p, s, AP_MTRR_EXIT, |i, m| i.ap_mtrr_exit(m))?;
+        self.hold(me, p, s, AP_MTRR_RESTORED, |i, m| i.ap_mtrr_restored(m))?;
+        self.hold(me, p, s, AP_EXIT, |i, _| i.wait_end_of_smi())?;
+        self.hold(me, p, s, BSP_ARRIVAL, |i, m| i.bsp_arrival(m, BSP_ARRIVAL))?;
+        self.hold(me, p, s, BSP_ARRIVAL2, |i, m| {
+            i.bsp_arrival(m, BSP_ARRIVAL2)
+        })?;
+        self.hold(me, p, s, BSP_SYNC1, |i, m| i.bsp_sync1(m))?;
+        self.hold(me, p, s, BSP_MTRR_SAVED, |i, m| i.bsp_mtrr_saved(m))?;
+        self.hold(me, p, s, BSP_MTRR_REPLACED, |i, m| i.bsp_mtrr_replaced(m))?;
+        self.hold(me, p, s, BSP_SYNC2, |i, m| i.bsp_sync2(m))?;
+        self.hold(me, p, s, BSP_WAIT_FREE, |i, m| i.bsp_wait_free(m))?;
+        self.hold(me, p, s, BSP_WAIT_PRESENT, |i, m| i.bsp_wait_present(m))?;
+        self.hold(me, p, s, BSP_MTRR_EXIT, |i, m| i.bsp_mtrr_exit(m))?;
+        self.hold(me, p, s, BSP_MTRR_RESTORED, |i, m| i.bsp_mtrr_restored(m))?;
+        self.hold(me, p, s, BSP_FINAL, |i, m| i.bsp_final(m))
+    }
+
+    /// If `*p` is `phase`: run its handler until it moves on (`*p` becomes
+    /// the next phase and the order goes on), pausing between calls unless
+    /// `stepping`. Else go on at once.
+    #[inline(always)]
+    fn hold(
+        &self,
+        me: &Me,
+        p: &mut u32,
+        stepping: bool,
+        phase: u32,
+        handler: impl Fn(&Self, &Me) -> Step,
+    ) -> ControlFlow<Poll> {
+        if *p != phase {
+            return ControlFlow::Continue(());
+        }
+        loop {
+            match handler(self, me) {
+                Step::Wait if stepping => return ControlFlow::Break(Poll::Pending),
+                Step::Wait => {
+                    if self.pause_in(me, phase) {
+                        return ControlFlow::Break(Poll::Ready);
+                    }
+                }
+                Step::Go(next) => {
+                    // Relaxed: the phase is only ever touched by its own CPU.
+                    me.state.phase.store(next, Ordering::Relaxed);
+                    *p = next;
+                    return ControlFlow::Continue(());
+                }
+                Step::Leave => return ControlFlow::Break(Poll::Ready),
+            }
+        }
+    }
+
+    /// Wait between two steps of a CPU in phase `phase`: at least one
+    /// `CpuPause`. In the dispatch loop the CPU then waits right here for a
+    /// call or a run count and runs the calls itself (`ap_loop_spin`).
+    /// Returns `true` when a call came back lost: the CPU must leave at
+    /// once, as `ap_loop` does.
+    fn pause_in(&self, me: &Me, phase: u32) -> bool {
         self.platform.pause();
-        // Relaxed: the phase is only ever touched by its own CPU.
-        me.state.phase.load(Ordering::Relaxed) == AP_LOOP && self.ap_loop_spin(me)
+        phase == AP_LOOP && self.ap_loop_spin(me)
     }
 
     /// The dispatch loop's spin: reads only the request tag, the broadcast
@@ -229,74 +337,23 @@ impl Instance {
         result
     }
 
-    /// Advance CPU `cpu` through its rendezvous as far as it can go without
-    /// waiting. See the module documentation.
-    pub fn rendezvous_step(&self, cpu: usize) -> Poll {
-        match self.me(cpu) {
-            Some(me) => self.step(&me),
-            None => Poll::Ready,
-        }
-    }
+    // -- helpers ------------------------------------------------------------
 
-    /// `rendezvous_step` of the CPU whose lines `me` holds.
-    fn step(&self, me: &Me) -> Poll {
+    /// Whether this CPU, not in an SMI yet, takes no part in this one: an
+    /// empty slot, or a hot-added CPU's first SMI (SPEC §5.3), which only
+    /// initialises it and does not check in (the counter is untouched). The
+    /// SMI number is recorded so that a rendezvous running at the same time
+    /// does not wait for this CPU (`is_expected`).
+    fn no_rendezvous(&self, me: &Me) -> bool {
         let state = me.state;
         // Relaxed: the phase is only ever touched by its own CPU.
-        let mut current = state.phase.load(Ordering::Relaxed);
-        if current == IDLE && state.is_empty() {
-            return Poll::Ready;
+        if state.phase.load(Ordering::Relaxed) != IDLE {
+            return false;
         }
-        // SPEC §5.3: a hot-added CPU's first SMI only initialises it; it
-        // does not check in (the counter is untouched). The SMI number is
-        // recorded so that a rendezvous running at the same time does not
-        // wait for this CPU (`is_expected`).
-        if current == IDLE
-            && state.needs_init()
-            && state.take_init_in(self.control().smi_seq.load(Ordering::Acquire))
-        {
-            return Poll::Ready;
-        }
-        loop {
-            let next = match current {
-                IDLE => self.entry(me),
-                LATE => self.late(),
-                AP_WAIT_BSP | AP_WAIT_BSP2 => self.ap_wait_bsp(me, current),
-                AP_SYNC => self.ap_sync(me),
-                AP_MTRR_SAVED => self.ap_mtrr_saved(me),
-                AP_MTRR_REPLACED => self.ap_mtrr_replaced(me),
-                AP_LOOP => self.ap_loop(me),
-                AP_MTRR_EXIT => self.ap_mtrr_exit(me),
-                AP_MTRR_RESTORED => self.ap_mtrr_restored(me),
-                AP_EXIT => self.wait_end_of_smi(),
-                BSP_ARRIVAL | BSP_ARRIVAL2 => self.bsp_arrival(me, current),
-                BSP_SYNC1 => self.bsp_sync1(me),
-                BSP_MTRR_SAVED => self.bsp_mtrr_saved(me),
-                BSP_MTRR_REPLACED => self.bsp_mtrr_replaced(me),
-                BSP_SYNC2 => self.bsp_sync2(me),
-                BSP_WAIT_FREE => self.bsp_wait_free(me),
-                BSP_WAIT_PRESENT => self.bsp_wait_present(me),
-                BSP_MTRR_EXIT => self.bsp_mtrr_exit(me),
-                BSP_MTRR_RESTORED => self.bsp_mtrr_restored(me),
-                BSP_FINAL => self.bsp_final(me),
-                // Unknown phase: only reachable if the region was
-                // overwritten. Leave SMM rather than loop.
-                _ => Step::Leave,
-            };
-            match next {
-                Step::Wait => return Poll::Pending,
-                Step::Go(p) => {
-                    state.phase.store(p, Ordering::Relaxed);
-                    current = p;
-                }
-                Step::Leave => {
-                    self.leave(me);
-                    return Poll::Ready;
-                }
-            }
-        }
+        state.is_empty()
+            || (state.needs_init()
+                && state.take_init_in(self.control().smi_seq.load(Ordering::Acquire)))
     }
-
-    // -- helpers ------------------------------------------------------------
 
     /// Done with this SMI: back to IDLE, platform "rendezvous exit" hook.
     fn leave(&self, me: &Me) {

@@ -920,3 +920,58 @@ fn ap_giving_up_as_the_bsp_locks_the_door_joins_instead() {
         assert_eq!(sim.instance().run_sem(1).unwrap().value(), 0);
     }
 }
+
+/// The same race with the AP in `MmMpSmiRendezvous`, which takes the
+/// phases in their order (issue 6): the refused give-up sends the AP back
+/// to an earlier phase, out of that order, and the SMI must still end with
+/// the AP joined. The AP runs on this thread; its pauses step the BSP,
+/// which enters from inside the clock read that decides the give-up.
+#[test]
+fn ap_in_smi_rendezvous_joins_after_a_refused_give_up() {
+    for relaxed in [true, false] {
+        let sim = Sim::new(
+            Options::new(2)
+                .relaxed(relaxed)
+                .fixed_bsp(0)
+                // Every pause passes a whole timeout.
+                .clock(Clock::Manual {
+                    per_pause: 1_000_000,
+                })
+                .timeout_us(10),
+        );
+        let rec = arc_record(2);
+        let r = rec.clone();
+        sim.set_handler(move |sim, _| {
+            // As above; non-blocking, as the BSP is stepped.
+            if sim.instance().cpu(1).unwrap().is_present() {
+                let mut t: MmCompletion = NULL_TOKEN;
+                sim.dispatch(p2(proc_count), 1, 0, arg(&r), Some(&mut t), None);
+            }
+        });
+        // The AP's clock reads after its IPI: the first starts the second
+        // timeout, the second decides it.
+        let reads = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let n = reads.clone();
+        sim.freeze(0, true);
+        *sim.tick_hook.lock().unwrap() = Some(Box::new(move |sim: &Sim| {
+            if sim.ipis.lock().unwrap().is_empty() || n.fetch_add(1, Ordering::SeqCst) == 0 {
+                return false;
+            }
+            sim.freeze(0, false);
+            sim.step(0);
+            true
+        }));
+        sim.smi_here(1, &[0]);
+        assert_eq!(reads.load(Ordering::SeqCst), 2, "relaxed={relaxed}");
+        assert_eq!(sim.ipis.lock().unwrap().len(), 1);
+        assert!(
+            sim.stepped_done(0),
+            "relaxed={relaxed}: the AP left, the BSP's SMI did not end"
+        );
+        let want = if relaxed { vec![0, 0] } else { vec![0, 1] };
+        assert_eq!(rec.runs(), want, "relaxed={relaxed}");
+        assert!(!sim.instance().cpu(1).unwrap().is_present());
+        assert_eq!(sim.instance().arrival().value(), 0);
+        assert_eq!(sim.instance().run_sem(1).unwrap().value(), 0);
+    }
+}

@@ -847,6 +847,31 @@ fn arrival_counter_at_its_limit() {
     }
 }
 
+/// A CPU's phase overwritten with a number that is no phase (a corrupted
+/// region): both ways of running a CPU leave SMM at once rather than loop,
+/// with the phase back at "not in an SMI" and the exit hook called; the
+/// next SMI is whole.
+#[test]
+fn unknown_phase_leaves_smm() {
+    for relaxed in MODES {
+        let sim = machine(clocked(TICK).relaxed(relaxed));
+        let phase = &sim.instance().cpu(1).unwrap().phase;
+        phase.store(99, Ordering::SeqCst);
+        assert!(sim.step(1), "stepped");
+        assert_eq!(phase.load(Ordering::SeqCst), 0);
+        phase.store(99, Ordering::SeqCst);
+        sim.smi(&[1]);
+        assert_eq!(phase.load(Ordering::SeqCst), 0);
+        assert_eq!(sim.exits.load(Ordering::SeqCst), 2, "exit hook");
+        assert_eq!(sim.foundation_calls.load(Ordering::SeqCst), 0);
+        sim.smi_stepped(&[0, 1, 2, 3]);
+        let f = sim.foundation_calls.load(Ordering::SeqCst);
+        // Relaxed: as in `arrival_counter_at_its_limit`.
+        assert!(if relaxed { f >= 1 } else { f == 1 }, "{f} SMIs");
+        assert_balanced(&sim);
+    }
+}
+
 /// xorshift64*: a small deterministic generator for interleavings.
 struct Rng(u64);
 impl Rng {

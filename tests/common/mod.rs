@@ -667,15 +667,7 @@ impl Sim {
     /// One SMI played on this thread, CPUs stepped round-robin in `order`
     /// (CPUs not in `order` never arrive). Panics after `limit` rounds.
     pub fn smi_stepped(&self, order: &[usize]) {
-        {
-            let mut s = self.sched.lock().unwrap();
-            s.order = order.to_vec();
-            s.next = 0;
-            s.done = vec![false; self.opts.cpus];
-            s.active.clear();
-            s.enabled = true;
-        }
-        self.stepping.store(true, Ordering::SeqCst);
+        self.schedule(order, None);
         let mut rounds = 0;
         loop {
             let all_done = {
@@ -697,7 +689,47 @@ impl Sim {
                 self.advance(per_pause);
             }
         }
-        self.sched.lock().unwrap().enabled = false;
+        self.unschedule();
+    }
+
+    /// One SMI of CPU `cpu` as in production (`MmMpSmiRendezvous` on this
+    /// thread) while its pauses step the CPUs of `order` round-robin.
+    /// Returns when `cpu` left SMM; `stepped_done` tells which of the
+    /// others did.
+    pub fn smi_here(&self, cpu: usize, order: &[usize]) {
+        self.schedule(order, Some(cpu));
+        let prev = CURRENT_CPU.with(|c| c.replace(cpu));
+        // SAFETY: valid instance.
+        unsafe { MmMpSmiRendezvous(self.inst, cpu) };
+        CURRENT_CPU.with(|c| c.set(prev));
+        self.unschedule();
+    }
+
+    /// Whether stepped CPU `cpu` left SMM in the last scheduled SMI.
+    pub fn stepped_done(&self, cpu: usize) -> bool {
+        self.sched.lock().unwrap().done.get(cpu) == Some(&true)
+    }
+
+    /// Let the pause hook step the CPUs of `order`; `running` is a CPU on
+    /// this thread's stack that it must not step.
+    fn schedule(&self, order: &[usize], running: Option<usize>) {
+        {
+            let mut s = self.sched.lock().unwrap();
+            s.order = order.to_vec();
+            s.next = 0;
+            s.done = vec![false; self.opts.cpus];
+            s.active = running.into_iter().collect();
+            s.enabled = true;
+        }
+        self.stepping.store(true, Ordering::SeqCst);
+    }
+
+    fn unschedule(&self) {
+        {
+            let mut s = self.sched.lock().unwrap();
+            s.active.clear();
+            s.enabled = false;
+        }
         self.stepping.store(false, Ordering::SeqCst);
     }
 
