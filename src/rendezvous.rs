@@ -159,8 +159,8 @@ impl Instance {
     ///
     /// The phases are taken in their order (`phases_in_order`), each handler
     /// by a direct call: a `match` on the phase at every hand-off made a
-    /// 2-CPU SMI 4 % (traditional) to 8 % (relaxed) slower
-    /// (docs/PERFORMANCE.md [2]). The one move back to an earlier phase (an
+    /// 2-CPU SMI 4–7 % (traditional) and 8–9 % (relaxed) slower
+    /// (docs/PERFORMANCE.md [2], "Sixth session"). The one move back to an earlier phase (an
     /// AP whose give-up is refused joins after all) starts the order again.
     fn run(&self, me: &Me, stepping: bool) -> Poll {
         if self.no_rendezvous(me) {
