@@ -856,6 +856,44 @@ fn every_arrival_order_completes() {
     }
 }
 
+/// Two CPUs, fixed BSP 0, 10 µs timeouts on a manual clock advanced by
+/// `per_pause` per pause; the handler dispatches a counting procedure to
+/// AP 1 (non-blocking: the tests step the BSP) if the AP is present.
+fn give_up_race(relaxed: bool, per_pause: u64) -> (Box<Sim>, Arc<Record>) {
+    let sim = Sim::new(
+        Options::new(2)
+            .relaxed(relaxed)
+            .fixed_bsp(0)
+            .clock(Clock::Manual { per_pause })
+            .timeout_us(10),
+    );
+    let rec = arc_record(2);
+    let r = rec.clone();
+    sim.set_handler(move |sim, _| {
+        // Traditional: the AP is in (it joined at the barrier). Relaxed:
+        // the handler runs at once, before the AP can mark itself present.
+        if sim.instance().cpu(1).unwrap().is_present() {
+            let mut t: MmCompletion = NULL_TOKEN;
+            sim.dispatch(p2(proc_count), 1, 0, arg(&r), Some(&mut t), None);
+        }
+    });
+    (sim, rec)
+}
+
+/// The end of a `give_up_race` SMI: the AP joined (traditional: and ran
+/// the procedure), left, and nothing is left counted.
+fn assert_joined(sim: &Sim, rec: &Record, relaxed: bool) {
+    let want = if relaxed { vec![0, 0] } else { vec![0, 1] };
+    assert_eq!(
+        rec.runs(),
+        want,
+        "relaxed={relaxed}; traditional: the AP joined and ran the procedure"
+    );
+    assert!(!sim.instance().cpu(1).unwrap().is_present());
+    assert_eq!(sim.instance().arrival().value(), 0);
+    assert_eq!(sim.instance().run_sem(1).unwrap().value(), 0);
+}
+
 /// Found by the benchmarks under load (issue 6): an AP gives up waiting
 /// for the BSP in the very moment the BSP comes in and locks the door
 /// with the AP counted. The AP's check-out is then refused; if it left,
@@ -865,26 +903,7 @@ fn every_arrival_order_completes() {
 #[test]
 fn ap_giving_up_as_the_bsp_locks_the_door_joins_instead() {
     for relaxed in [true, false] {
-        let sim = Sim::new(
-            Options::new(2)
-                .relaxed(relaxed)
-                .fixed_bsp(0)
-                .clock(Clock::Manual { per_pause: 0 })
-                .timeout_us(10),
-        );
-        let rec = arc_record(2);
-        let r = rec.clone();
-        sim.set_handler(move |sim, _| {
-            // Traditional: the AP is in (it joined at the barrier). Relaxed:
-            // the handler runs at once, before the AP (on the stack below)
-            // can mark itself present.
-            // Non-blocking: this test steps the CPUs itself (no pause-hook
-            // stepping), so the BSP must not wait inside the handler.
-            if sim.instance().cpu(1).unwrap().is_present() {
-                let mut t: MmCompletion = NULL_TOKEN;
-                sim.dispatch(p2(proc_count), 1, 0, arg(&r), Some(&mut t), None);
-            }
-        });
+        let (sim, rec) = give_up_race(relaxed, 0);
         // The AP arrives alone and waits for the BSP; its first timeout
         // sends the BSP an SMI IPI; then its second timeout runs out.
         assert!(!sim.step(1));
@@ -909,15 +928,7 @@ fn ap_giving_up_as_the_bsp_locks_the_door_joins_instead() {
             ap_done && bsp_done,
             "relaxed={relaxed}: the SMI did not end"
         );
-        let want = if relaxed { vec![0, 0] } else { vec![0, 1] };
-        assert_eq!(
-            rec.runs(),
-            want,
-            "traditional: the AP joined and ran the procedure"
-        );
-        assert!(!sim.instance().cpu(1).unwrap().is_present());
-        assert_eq!(sim.instance().arrival().value(), 0);
-        assert_eq!(sim.instance().run_sem(1).unwrap().value(), 0);
+        assert_joined(&sim, &rec, relaxed);
     }
 }
 
@@ -929,25 +940,8 @@ fn ap_giving_up_as_the_bsp_locks_the_door_joins_instead() {
 #[test]
 fn ap_in_smi_rendezvous_joins_after_a_refused_give_up() {
     for relaxed in [true, false] {
-        let sim = Sim::new(
-            Options::new(2)
-                .relaxed(relaxed)
-                .fixed_bsp(0)
-                // Every pause passes a whole timeout.
-                .clock(Clock::Manual {
-                    per_pause: 1_000_000,
-                })
-                .timeout_us(10),
-        );
-        let rec = arc_record(2);
-        let r = rec.clone();
-        sim.set_handler(move |sim, _| {
-            // As above; non-blocking, as the BSP is stepped.
-            if sim.instance().cpu(1).unwrap().is_present() {
-                let mut t: MmCompletion = NULL_TOKEN;
-                sim.dispatch(p2(proc_count), 1, 0, arg(&r), Some(&mut t), None);
-            }
-        });
+        // Every pause passes a whole timeout.
+        let (sim, rec) = give_up_race(relaxed, 1_000_000);
         // The AP's clock reads after its IPI: the first starts the second
         // timeout, the second decides it.
         let reads = Arc::new(std::sync::atomic::AtomicU32::new(0));
@@ -968,10 +962,6 @@ fn ap_in_smi_rendezvous_joins_after_a_refused_give_up() {
             sim.stepped_done(0),
             "relaxed={relaxed}: the AP left, the BSP's SMI did not end"
         );
-        let want = if relaxed { vec![0, 0] } else { vec![0, 1] };
-        assert_eq!(rec.runs(), want, "relaxed={relaxed}");
-        assert!(!sim.instance().cpu(1).unwrap().is_present());
-        assert_eq!(sim.instance().arrival().value(), 0);
-        assert_eq!(sim.instance().run_sem(1).unwrap().value(), 0);
+        assert_joined(&sim, &rec, relaxed);
     }
 }
