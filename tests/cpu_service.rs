@@ -324,10 +324,7 @@ fn wait_present(sim: &Sim, bsp: usize) {
             c != bsp && !sim.dead[c].load(Ordering::SeqCst) && sim.instance().is_expected(c)
         })
         .collect();
-    sim.pump_until(|| {
-        live.iter()
-            .all(|&c| sim.instance().cpu(c).unwrap().is_present())
-    });
+    sim.pump_until(|| live.iter().all(|&c| sim.joined(c)));
 }
 
 /// A hot-plug machine; `fixed_bsp`: BSP 0 without election.
@@ -791,9 +788,7 @@ fn init_smi_during_a_rendezvous_is_not_waited_for() {
             }
             c.that("expected", sim.instance().is_expected(new));
             // Relaxed: gather the APs first (traditional: already there).
-            sim.pump_until(|| {
-                (0..3).all(|x| x == bsp || sim.instance().cpu(x).unwrap().is_present())
-            });
+            sim.pump_until(|| (0..3).all(|x| x == bsp || sim.joined(x)));
             let mut st = vec![Status(0x77); 3];
             c.eq(
                 "broadcast",

@@ -110,7 +110,7 @@ fn ap_never_arrives() {
         sim.set_handler(move |sim, bsp| {
             c.eq("bsp", bsp, 0);
             if relaxed {
-                sim.pump_until(|| (1..3).all(|a| sim.instance().cpu(a).unwrap().is_present()));
+                sim.pump_until(|| (1..3).all(|a| sim.joined(a)));
             }
             let mut st = [Status(0x77); 4];
             c.eq(
@@ -302,11 +302,7 @@ fn broadcast_procedure_never_returns() {
                 0 | 3 => vec![1, 2, 3],
                 _ => vec![1, 3],
             };
-            sim.pump_until(|| {
-                expect
-                    .iter()
-                    .all(|&c| sim.instance().cpu(c).unwrap().is_present())
-            });
+            sim.pump_until(|| expect.iter().all(|&c| sim.joined(c)));
             let mut out = Vec::new();
             if i == 0 {
                 let mut t: MmCompletion = NULL_TOKEN;
@@ -522,7 +518,7 @@ fn cpu_removed_while_broadcast_pending() {
         let status: Arc<Mutex<[Status; 4]>> = Arc::new(Mutex::new([Status(0x77); 4]));
         let (r, c, st) = (rec.clone(), checks.clone(), status.clone());
         sim.set_handler(move |sim, _| {
-            sim.pump_until(|| (1..4).all(|a| sim.instance().cpu(a).unwrap().is_present()));
+            sim.pump_until(|| (1..4).all(|a| sim.joined(a)));
             for a in 1..4 {
                 sim.freeze(a, true);
             }
@@ -1019,7 +1015,7 @@ fn lost_ap_is_not_waited_for_in_the_next_smi() {
         if !f.swap(false, Ordering::SeqCst) {
             return;
         }
-        sim.pump_until(|| (1..4).all(|a| sim.instance().cpu(a).unwrap().is_present()));
+        sim.pump_until(|| (1..4).all(|a| sim.joined(a)));
         let mut t: MmCompletion = NULL_TOKEN;
         let arg = sim as *const Sim as *mut c_void;
         assert_eq!(

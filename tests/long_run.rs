@@ -69,9 +69,7 @@ fn work(sim: &Sim, bsp: usize, c: &Counts, relaxed: bool) {
             ((*p).wait_for_all_processor)(p, Boolean::TRUE)
         };
         if all == Status::SUCCESS {
-            sim.pump_until(|| {
-                (0..n).all(|x| !live(x) || sim.instance().cpu(x).unwrap().is_present())
-            });
+            sim.pump_until(|| (0..n).all(|x| !live(x) || sim.joined(x)));
         }
     }
     let mut st = vec![Status(0); n];

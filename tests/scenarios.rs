@@ -49,10 +49,7 @@ fn tally(sim: &Sim, wait_present: bool) -> Arc<Tally> {
             let live: Vec<usize> = (0..n)
                 .filter(|&c| c != bsp && !sim.dead[c].load(Ordering::SeqCst))
                 .collect();
-            sim.pump_until(|| {
-                live.iter()
-                    .all(|&c| sim.instance().cpu(c).unwrap().is_present())
-            });
+            sim.pump_until(|| live.iter().all(|&c| sim.joined(c)));
         }
         let mut st = vec![Status(0); n];
         let r = sim.broadcast(p2(proc_count), 0, ptr(&t2.rec), None, Some(&mut st));
@@ -116,9 +113,7 @@ fn unicast_smi_from_the_bsp() {
                 if relaxed {
                     out.push(wait_for_all(sim, false).0);
                     out.push(wait_for_all(sim, true).0);
-                    sim.pump_until(|| {
-                        (0..n).all(|c| c == bsp || sim.instance().cpu(c).unwrap().is_present())
-                    });
+                    sim.pump_until(|| (0..n).all(|c| c == bsp || sim.joined(c)));
                 } else {
                     out.push(wait_for_all(sim, true).0);
                 }
@@ -396,9 +391,7 @@ fn stuck_procedure_is_bounded() {
             let stuck = 1;
             m.sim.set_handler(move |sim, bsp| {
                 if f.swap(0, Ordering::SeqCst) == 1 {
-                    sim.pump_until(|| {
-                        sim.instance().cpu(stuck).unwrap().is_present() || bsp == stuck
-                    });
+                    sim.pump_until(|| sim.joined(stuck) || bsp == stuck);
                     let mut t: MmCompletion = NULL_TOKEN;
                     // The status word must outlive the SMI: keep it in the Arc.
                     let p = &mut *st.lock().unwrap() as *mut Status;
@@ -417,11 +410,7 @@ fn stuck_procedure_is_bounded() {
                     let others: Vec<usize> = (0..n)
                         .filter(|&c| c != bsp && (c != stuck || back2.load(Ordering::SeqCst)))
                         .collect();
-                    sim.pump_until(|| {
-                        others
-                            .iter()
-                            .all(|&c| sim.instance().cpu(c).unwrap().is_present())
-                    });
+                    sim.pump_until(|| others.iter().all(|&c| sim.joined(c)));
                     let _ =
                         sim.broadcast(p2(proc_count), 0, Arc::as_ptr(&cnt) as *mut _, None, None);
                 }

@@ -41,11 +41,7 @@ fn all_rows(n: usize, relaxed: bool) {
         let mp = sim.mp();
         // In relaxed mode the BSP runs at once: wait until the others joined.
         let others: Vec<usize> = arriving2.iter().copied().filter(|&x| x != bsp).collect();
-        sim.pump_until(|| {
-            others
-                .iter()
-                .all(|&x| sim.instance().cpu(x).unwrap().is_present())
-        });
+        sim.pump_until(|| others.iter().all(|&x| sim.joined(x)));
         let ap = others[0];
         let ap2 = *others.last().unwrap();
 
@@ -514,9 +510,7 @@ fn back_to_back_smis() {
             sim.set_handler(move |sim, bsp| {
                 if relaxed {
                     let n = sim.opts.cpus;
-                    sim.pump_until(|| {
-                        (0..n).all(|x| x == bsp || sim.instance().cpu(x).unwrap().is_present())
-                    });
+                    sim.pump_until(|| (0..n).all(|x| x == bsp || sim.joined(x)));
                 }
                 let _ = sim.broadcast(p2(proc_count), 0, ptr(&r), None, None);
             });

@@ -755,6 +755,24 @@ impl Sim {
         r
     }
 
+    /// Whether AP `cpu` is present for every service: its present flag
+    /// (what DispatchProcedure checks) and its broadcast bit (what a
+    /// broadcast's snapshot reads). The AP sets the bit just after the flag
+    /// (`Broadcasts::join`); a broadcast between the two does not include
+    /// it yet, so a test that waits for APs before broadcasting to them
+    /// waits for this (with real threads the AP can be preempted between
+    /// the two stores).
+    pub fn joined(&self, cpu: usize) -> bool {
+        let inst = self.instance();
+        let (word, bit) = mm_mp::broadcast::bit_of(cpu);
+        inst.cpu(cpu).is_some_and(|s| s.is_present())
+            && inst
+                .broadcasts()
+                .present
+                .get(word)
+                .is_some_and(|w| w.load(Ordering::Acquire) & bit != 0)
+    }
+
     /// Pause until `cond` holds, stepping other CPUs (deterministic mode).
     pub fn pump_until(&self, mut cond: impl FnMut() -> bool) {
         for _ in 0..1_000_000 {
