@@ -453,7 +453,7 @@ impl Instance {
         let Some(s) = self.cpu(cpu) else { return false };
         !s.is_empty()
             && !s.needs_init()
-            && s.init_seq() != self.control().smi_seq.load(Ordering::Acquire)
+            && s.init_seq() != self.flags().smi_seq.load(Ordering::Acquire)
             && s.pending_op() != OP_ADD
             && !self.mailbox(cpu).is_some_and(|m| m.is_lost())
             && !self.broadcasts().is_lost(cpu)

@@ -60,7 +60,7 @@ pub struct CpuState {
     /// equals `posted` the mailbox is known free without reading the busy
     /// flag (a line the AP writes).
     pub known_done: AtomicU32,
-    /// `Control::smi_seq` when this CPU took its init-only SMI: the BSP of
+    /// `Flags::smi_seq` when this CPU took its init-only SMI: the BSP of
     /// that SMI must not wait for it (it will not check in).
     init_seq: AtomicU32,
     // The processor table record, field by field so that it can be read
@@ -166,7 +166,7 @@ impl CpuState {
         self.needs_init.store(v, Ordering::Release)
     }
 
-    /// The CPU's own first SMI, in SMI number `seq` (`Control::smi_seq`):
+    /// The CPU's own first SMI, in SMI number `seq` (`Flags::smi_seq`):
     /// record `seq`, then clear the flag; `true` if it was set.
     pub fn take_init_in(&self, seq: u32) -> bool {
         // Release, and before the AcqRel swap below: a BSP that sees the

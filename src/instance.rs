@@ -6,9 +6,10 @@
 //! ```text
 //! [Instance header: settings, platform copy, protocols, startup procedure]
 //! [arrival counter]            spun on by the BSP, bumped by every CPU
-//! [flags: BSP inside, current BSP]   polled by every CPU
+//! [flags: BSP inside, SMI sequence, current BSP]   polled by every CPU
 //! [all in sync]                polled by APs leaving, written by the BSP
-//! [control: BSP index, SwitchBsp candidate, counts, SMI sequence]
+//! [control: BSP index, SwitchBsp candidate, counts]  the BSP's; APs
+//!                              read it only to elect
 //! [token pool state]           written by the BSP
 //! [statistics]                 counters
 //! [run semaphore]  x NumberOfCpus    one line each
@@ -173,6 +174,12 @@ impl Layout {
 pub struct Flags {
     /// EDK2 `InsideSmm`: the BSP is in the SMI (services open).
     pub bsp_inside: AtomicBool,
+    /// Number of SMIs ended (stored by the BSP before the arrival counter
+    /// reopens): tells a CPU whether the SMI it sampled ended meanwhile.
+    /// Here and not in `Control`: every CPU reads it at entry, and an AP
+    /// that has seen "BSP inside" must not need the control line, which
+    /// the BSP writes meanwhile (docs/PERFORMANCE.md [2]).
+    pub smi_seq: AtomicU32,
     /// The BSP of the SMI in progress as reported to callers.
     pub current_bsp: AtomicUsize,
 }
@@ -193,9 +200,6 @@ pub struct Control {
     pub lost_count: AtomicU32,
     /// The platform's "sync needed" answer for the current SMI.
     pub sync_needed: AtomicBool,
-    /// Number of SMIs ended (bumped by the BSP before the arrival counter
-    /// reopens): tells a CPU whether the SMI it sampled ended meanwhile.
-    pub smi_seq: AtomicU32,
     /// Serialises the CPU service writers (AddProcessor, RemoveProcessor,
     /// SwitchBsp, applying pending operations): one writer of the
     /// processor table and the APIC ID map at a time, whoever calls.
@@ -337,6 +341,7 @@ impl Instance {
             (base.add(layout.arrival) as *mut Semaphore).write(Semaphore::new(0));
             (base.add(layout.flags) as *mut Flags).write(Flags {
                 bsp_inside: AtomicBool::new(false),
+                smi_seq: AtomicU32::new(0),
                 current_bsp: AtomicUsize::new(usize::MAX),
             });
             (base.add(layout.all_in_sync) as *mut AtomicBool).write(AtomicBool::new(false));
@@ -351,7 +356,6 @@ impl Instance {
                 bsp_candidate: AtomicU32::new(NO_BSP),
                 lost_count: AtomicU32::new(0),
                 sync_needed: AtomicBool::new(true),
-                smi_seq: AtomicU32::new(0),
                 hot_plug_lock: AtomicBool::new(false),
                 ops_pending: AtomicBool::new(false),
             });

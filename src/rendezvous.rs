@@ -352,7 +352,7 @@ impl Instance {
         }
         state.is_empty()
             || (state.needs_init()
-                && state.take_init_in(self.control().smi_seq.load(Ordering::Acquire)))
+                && state.take_init_in(self.flags().smi_seq.load(Ordering::Acquire)))
     }
 
     /// Done with this SMI: back to IDLE, platform "rendezvous exit" hook.
@@ -570,7 +570,7 @@ impl Instance {
         self.run_startup_procedure();
         self.platform.rendezvous_entry(me.cpu);
         // Acquire: pairs with the BSP's Release increment at SMI end.
-        let seq = control.smi_seq.load(Ordering::Acquire);
+        let seq = self.flags().smi_seq.load(Ordering::Acquire);
         let valid = self.platform.is_valid_smi();
         // Sampled after the validity check: the BSP may clear the SMI
         // source after it checked in (EDK2 comment in SmiRendezvous).
@@ -590,7 +590,7 @@ impl Instance {
         // (EDK2 recovers only by timing out).
         // Acquire: our check-in read the counter the BSP reopened after
         // bumping the sequence, so a changed sequence is visible here.
-        if bsp_inside && control.smi_seq.load(Ordering::Acquire) != seq {
+        if bsp_inside && self.flags().smi_seq.load(Ordering::Acquire) != seq {
             bsp_inside = self.in_smi();
             if !valid && !bsp_inside {
                 let _ = self.sync().check_out(cpu);
@@ -625,9 +625,13 @@ impl Instance {
                 }
             }
         }
+        // With "BSP inside" seen this CPU is an AP whoever the BSP is, and
+        // it does not read the control line at all: the BSP writes that
+        // line between the arrivals and #2, and an AP reading it there
+        // took it away from the BSP on the SMI's critical path
+        // (docs/PERFORMANCE.md [2], "Eighth session").
         // Acquire: pairs with the election above (ours or a winner's).
-        let bsp = control.bsp_index.load(Ordering::Acquire);
-        if !bsp_inside && bsp == cpu as u32 {
+        if !bsp_inside && control.bsp_index.load(Ordering::Acquire) == cpu as u32 {
             return self.bsp_enter(me);
         }
         self.timed_wait_start(me.state);
@@ -897,17 +901,20 @@ impl Instance {
         if self.settings.bsp_election {
             control.bsp_index.store(NO_BSP, Ordering::Relaxed);
         }
-        // Release: a CPU whose check-in reads the reopened counter sees the
-        // new sequence (see `entry`).
-        control.smi_seq.fetch_add(1, Ordering::Release);
-        // After the locked add, which would otherwise wait for this store
-        // to own the flags line (APs read it), and before the counter
-        // reopens: a CPU that checks in after the reset may be the next
-        // SMI's BSP and store its own index here (the reset's Release
-        // orders this store before that one).
-        self.flags()
-            .current_bsp
-            .store(usize::MAX, Ordering::Relaxed);
+        // The BSP at its last step is the only writer of the sequence (the
+        // next SMI's BSP checks in only after the reset below), so a load
+        // and a store do what a locked add would, without the lock's wait
+        // for this line, which the APs read. Relaxed load: the value was
+        // last written by this CPU or ordered before its check-in by the
+        // reset's Release. Release store: a CPU whose check-in reads the
+        // reopened counter sees the new sequence (see `entry`).
+        let flags = self.flags();
+        let seq = flags.smi_seq.load(Ordering::Relaxed);
+        flags.smi_seq.store(seq.wrapping_add(1), Ordering::Release);
+        // Before the counter reopens: a CPU that checks in after the reset
+        // may be the next SMI's BSP and store its own index here (the
+        // reset's Release orders this store before that one).
+        flags.current_bsp.store(usize::MAX, Ordering::Relaxed);
         self.sync().reset();
         // Release: the last store of the SMI; every CPU waiting on it sees
         // the whole end-of-SMI state.
