@@ -628,11 +628,20 @@ impl Instance {
         // With "BSP inside" seen this CPU is an AP whoever the BSP is, and
         // it does not read the control line at all: the BSP writes that
         // line between the arrivals and #2, and an AP reading it there
-        // took it away from the BSP on the SMI's critical path
-        // (docs/PERFORMANCE.md [2], "Eighth session").
-        // Acquire: pairs with the election above (ours or a winner's).
-        if !bsp_inside && control.bsp_index.load(Ordering::Acquire) == cpu as u32 {
-            return self.bsp_enter(me);
+        // took it away from the BSP on the SMI's critical path. Without
+        // election the index never changes after init, so it is not read
+        // either: the BSP writes the line as it enters, just before "BSP
+        // inside" (docs/PERFORMANCE.md [2], "Eighth session").
+        if !bsp_inside {
+            let bsp = if self.settings.bsp_election {
+                // Acquire: pairs with the election above (ours or a winner's).
+                control.bsp_index.load(Ordering::Acquire) as usize
+            } else {
+                self.settings.fixed_bsp
+            };
+            if bsp == cpu {
+                return self.bsp_enter(me);
+            }
         }
         self.timed_wait_start(me.state);
         Step::Go(AP_WAIT_BSP)
