@@ -163,7 +163,7 @@ typedef struct {
 /**
   `MM_MP_STATISTICS_REVISION`.
 **/
-#define MM_MP_STATISTICS_REVISION 1
+#define MM_MP_STATISTICS_REVISION 2
 
 /**
   `MM_MP_INSTANCE`: opaque handle of one mm-mp instance. It lives at the
@@ -410,6 +410,17 @@ typedef struct {
     BroadcastProcedure calls that started procedures.
   **/
   UINT64 Broadcasts;
+  /**
+    AddProcessor operations applied at the end of an SMI (the new
+    CPU is expected from then on). Revision 2.
+  **/
+  UINT64 CpusAdded;
+  /**
+    RemoveProcessor operations applied at the end of an SMI (the slot
+    was emptied by the call; the CPU was ejected at that SMI's exit).
+    Revision 2.
+  **/
+  UINT64 CpusRemoved;
 } MM_MP_STATISTICS;
 
 #if !defined(MM_MP_EDK2_TYPES)

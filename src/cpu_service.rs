@@ -18,6 +18,7 @@ use crate::efi::{
 };
 use crate::instance::{Instance, NO_BSP};
 use crate::memory::Strided;
+use crate::stats::Counter;
 use crate::sync::atomic::{AtomicU64, Ordering};
 
 /// An unused map entry (ends a probe sequence).
@@ -420,10 +421,15 @@ impl Instance {
         self.control().ops_pending.store(false, Ordering::Relaxed);
         for (_, s) in self.cpus().iter() {
             // OP_ADD, OP_REMOVE, OP_SWITCH_BSP: nothing left to do but
-            // clearing (see above); an unknown value is dropped too.
-            if s.pending_op() != OP_NONE {
-                s.set_pending_op(OP_NONE);
+            // counting and clearing (see above); an unknown value is
+            // dropped too.
+            match s.pending_op() {
+                OP_NONE => continue,
+                OP_ADD => self.stats().bump(Counter::CpusAdded),
+                OP_REMOVE => self.stats().bump(Counter::CpusRemoved),
+                _ => {}
             }
+            s.set_pending_op(OP_NONE);
         }
     }
 

@@ -248,7 +248,7 @@ pub unsafe extern "efiapi" fn MmMpGetTokenResult(
 }
 
 /// `MM_MP_STATISTICS_REVISION`.
-pub const MM_MP_STATISTICS_REVISION: u32 = 1;
+pub const MM_MP_STATISTICS_REVISION: u32 = 2;
 
 /// `MM_MP_STATISTICS`: what the instance has seen since initialisation.
 #[repr(C)]
@@ -273,6 +273,13 @@ pub struct MmMpStatistics {
     pub dispatches: u64,
     /// BroadcastProcedure calls that started procedures.
     pub broadcasts: u64,
+    /// AddProcessor operations applied at the end of an SMI (the new
+    /// CPU is expected from then on). Revision 2.
+    pub cpus_added: u64,
+    /// RemoveProcessor operations applied at the end of an SMI (the slot
+    /// was emptied by the call; the CPU was ejected at that SMI's exit).
+    /// Revision 2.
+    pub cpus_removed: u64,
 }
 
 /**
@@ -308,6 +315,8 @@ pub unsafe extern "efiapi" fn MmMpGetStatistics(
         lost_aps: s.get(Counter::LostAps),
         dispatches: s.get(Counter::Dispatches),
         broadcasts: s.get(Counter::Broadcasts),
+        cpus_added: s.get(Counter::CpusAdded),
+        cpus_removed: s.get(Counter::CpusRemoved),
     };
     // SAFETY: non-null; the caller passes a writable MM_MP_STATISTICS.
     unsafe { Statistics.write_unaligned(value) };

@@ -196,6 +196,10 @@ pub struct Control {
     pub upon_lock: AtomicU32,
     /// SwitchBsp: the only CPU that may win the next election (`NO_BSP`: any).
     pub bsp_candidate: AtomicU32,
+    /// With election: the BSP of the last SMI that ended (`NO_BSP` before
+    /// the first). Only a hint, for an AP that waited in vain for a BSP:
+    /// it sends that CPU an SMI IPI (`rendezvous::ap_wait_bsp`).
+    pub last_bsp: AtomicU32,
     /// APs marked lost in the current SMI (they no longer take part in barriers).
     pub lost_count: AtomicU32,
     /// The platform's "sync needed" answer for the current SMI.
@@ -354,6 +358,7 @@ impl Instance {
                 }),
                 upon_lock: AtomicU32::new(0),
                 bsp_candidate: AtomicU32::new(NO_BSP),
+                last_bsp: AtomicU32::new(NO_BSP),
                 lost_count: AtomicU32::new(0),
                 sync_needed: AtomicBool::new(true),
                 hot_plug_lock: AtomicBool::new(false),

@@ -909,6 +909,9 @@ impl Instance {
         let control = self.control();
         if self.settings.bsp_election {
             control.bsp_index.store(NO_BSP, Ordering::Relaxed);
+            // Relaxed: a hint read only by an AP whose wait for a BSP timed
+            // out (see `ap_ipi_target`); any value it reads is checked.
+            control.last_bsp.store(me.cpu as u32, Ordering::Relaxed);
         }
         // The BSP at its last step is the only writer of the sequence (the
         // next SMI's BSP checks in only after the reset below), so a load
@@ -939,15 +942,13 @@ impl Instance {
                 if !self.timed_out(me.state, self.settings.timeout1_us) {
                     return Step::Wait;
                 }
-                // Acquire: pairs with the election.
-                let bsp = self.control().bsp_index.load(Ordering::Acquire);
-                if let Some(b) = self.cpu(bsp as usize).filter(|_| bsp != NO_BSP) {
-                    self.platform.send_smi_ipi(b.apic_id());
+                if let Some(apic_id) = self.ap_ipi_target(me) {
+                    self.platform.send_smi_ipi(apic_id);
                     self.stats().bump(Counter::IpisSent);
                     self.timed_wait_start(me.state);
                     return Step::Go(AP_WAIT_BSP2);
                 }
-                // BSP unknown: give up without an IPI (EDK2).
+                // No CPU to ask: give up without an IPI (EDK2).
                 return self.ap_give_up(me);
             }
             if !self.timed_out(me.state, self.settings.timeout2_us) {
@@ -968,6 +969,37 @@ impl Instance {
         }
         self.signal_bsp(me); // #1
         Step::Go(AP_SYNC)
+    }
+
+    /// §6.4 step 1: the CPU an AP that waited in vain for "BSP inside"
+    /// sends an SMI IPI to (its APIC ID): the elected or fixed BSP if
+    /// there is one; else, with election, the only CPU that may win (a
+    /// pending SwitchBsp's candidate) or the BSP of the last SMI.
+    ///
+    /// [DIFF] EDK2 sends an IPI only to an elected BSP, so an SMI that
+    /// enters one CPU which may not become BSP (relaxed mode without
+    /// broadcast SMIs, and a platform election hook that names another
+    /// CPU, as OVMF's names the boot CPU) is dropped after the first
+    /// timeout: the MMI it carried never runs. Here the likely BSP is
+    /// pulled in and runs it (SPEC §10.3: the AP must pull in the BSP).
+    fn ap_ipi_target(&self, me: &Me) -> Option<u64> {
+        let control = self.control();
+        // Acquire: pairs with the election.
+        let mut bsp = control.bsp_index.load(Ordering::Acquire);
+        if bsp == NO_BSP && self.settings.bsp_election {
+            // Acquire: pairs with SwitchBsp's Release store.
+            bsp = control.bsp_candidate.load(Ordering::Acquire);
+            if bsp == NO_BSP {
+                // Relaxed: a hint; the slot is checked below.
+                bsp = control.last_bsp.load(Ordering::Relaxed);
+            }
+        }
+        if bsp == NO_BSP || bsp as usize == me.cpu {
+            return None;
+        }
+        self.cpu(bsp as usize)
+            .filter(|s| !s.is_empty())
+            .map(|s| s.apic_id())
     }
 
     /// The BSP never came: check out and leave once no SMI is in sync.

@@ -24,9 +24,13 @@ pub enum Counter {
     Dispatches,
     /// BroadcastProcedure calls that started procedures.
     Broadcasts,
+    /// AddProcessor operations applied at the end of an SMI.
+    CpusAdded,
+    /// RemoveProcessor operations applied at the end of an SMI.
+    CpusRemoved,
 }
 
-const COUNTERS: usize = 8;
+const COUNTERS: usize = 10;
 
 #[repr(C)]
 pub struct Stats {

@@ -703,6 +703,12 @@ fn add_remove_cycle() {
         assert!(rec.runs()[new] >= CYCLES);
         let s = m.stats();
         assert_eq!(s.timeouts, 0, "relaxed={relaxed}: {s:?}");
+        // Every add and every removal applied at an SMI's end, once.
+        assert_eq!(
+            (s.cpus_added, s.cpus_removed),
+            (CYCLES as u64, CYCLES as u64),
+            "{s:?}"
+        );
         for c in 0..3 {
             assert_eq!(m.sim.as_cpu(c, || m.sim.who_am_i()), (Status::SUCCESS, c));
         }

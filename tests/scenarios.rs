@@ -185,6 +185,47 @@ fn smi_from_an_ap() {
     }
 }
 
+/// §10.3 as OVMF runs it without broadcast SMIs: relaxed mode, election,
+/// and a platform hook that names CPU 0 the only BSP (OVMF's names the
+/// boot CPU). An SMI raised on an AP alone (an OS writing a UEFI variable
+/// there) finds no BSP; after the first timeout the AP sends the last
+/// SMI's BSP an SMI IPI, that CPU comes in, wins the election and runs the
+/// handlers: the MMI is not lost. [DIFF] EDK2's AP gives up without an
+/// IPI (the BSP is not known) and the MMI never runs.
+#[test]
+fn smi_on_an_ap_the_platform_will_not_elect() {
+    for n in [2, 4] {
+        let m = Machine::start(
+            Options::new(n)
+                .relaxed(true)
+                .clock(Clock::Real)
+                .timeout_us(20_000),
+        );
+        m.sim.preferred_bsp.store(0, Ordering::SeqCst);
+        let t = tally(m.sim, false);
+        m.unicast_smi(0);
+        m.wait_smis(1, 60);
+        assert!(m.sim.ipis.lock().unwrap().is_empty(), "n={n}: no AP asked");
+        for k in 2..=4 {
+            let ap = 1 + k % (n - 1);
+            m.unicast_smi(ap);
+            m.wait_smis(k, 60);
+            m.assert_balanced();
+            assert_eq!(
+                *t.bsps.lock().unwrap(),
+                vec![0; k],
+                "n={n}: SMI {k} raised on CPU {ap}"
+            );
+        }
+        let ipis = m.sim.ipis.lock().unwrap().clone();
+        assert!(
+            ipis.len() >= 3 && ipis.iter().all(|&a| a == apic(0)),
+            "n={n}: {ipis:?}"
+        );
+        assert_eq!(m.stats().smis, 4);
+    }
+}
+
 /// §10.7 late AP, traditional: it arrives after the door is locked, does
 /// not join, does not disturb the SMI, and leaves when the BSP ends it.
 #[test]
