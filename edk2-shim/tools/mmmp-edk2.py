@@ -47,12 +47,45 @@ def install(dest):
     obj = os.path.join(ROOT, "target", "firmware", "MmMpRust.o")
     header = os.path.join(ROOT, "include", "mm_mp.h")
     target = os.path.join(os.path.abspath(dest), "MmMpPkg")
-    if os.path.exists(target):
-        shutil.rmtree(target)
-    shutil.copytree(PKG_SRC, target)
-    shutil.copy2(header, os.path.join(target, "Include", "mm_mp.h"))
-    shutil.copy2(obj, os.path.join(target, "Library", "MmMpLib", "MmMpRust.o"))
-    print("installed " + target)
+    wanted = {}
+    for root, _, files in os.walk(PKG_SRC):
+        for name in files:
+            src = os.path.join(root, name)
+            wanted[os.path.relpath(src, PKG_SRC)] = src
+    wanted[os.path.join("Include", "mm_mp.h")] = header
+    wanted[os.path.join("Library", "MmMpLib", "MmMpRust.o")] = obj
+    changed = sync_files(wanted, target)
+    print("installed %s (%d files changed)" % (target, changed))
+
+
+def sync_files(wanted, target):
+    """Make TARGET hold exactly WANTED (relative path -> source file).
+    A file whose content changed is written anew, so it gets the current
+    time and an incremental EDK2 build rebuilds what uses it; an unchanged
+    file is left alone (no needless rebuild). Returns the number of files
+    written or removed."""
+    changed = 0
+    for rel, src in sorted(wanted.items()):
+        dst = os.path.join(target, rel)
+        with open(src, "rb") as f:
+            data = f.read()
+        try:
+            with open(dst, "rb") as f:
+                if f.read() == data:
+                    continue
+        except OSError:
+            pass
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        with open(dst, "wb") as f:
+            f.write(data)
+        changed += 1
+    for root, _, files in os.walk(target):
+        for name in files:
+            path = os.path.join(root, name)
+            if os.path.relpath(path, target) not in wanted:
+                os.remove(path)
+                changed += 1
+    return changed
 
 
 def sections(lines):

@@ -44,7 +44,9 @@ STATIC EFI_MM_MP_PROTOCOL            *mMp;
 STATIC EFI_SMM_CPU_SERVICE_PROTOCOL  *mCpu;
 STATIC MM_MP_INSTANCE_PROTOCOL       *mMmMp;
 STATIC CPU_RECORD                    *mRecords;
+STATIC BOOLEAN                       *mPopulated;
 STATIC UINTN                         mCpus;
+STATIC UINTN                         mPopulatedCount;
 STATIC UINTN                         mPassed;
 STATIC UINTN                         mFailed;
 STATIC UINTN                         mDiffChecks;
@@ -54,6 +56,53 @@ STATIC EFI_HANDLE                    mRootHandle;
 STATIC volatile BOOLEAN              mRelease;
 STATIC UINTN                         mFinishCalls;
 STATIC CONST EFI_GUID                mMmMpInstanceGuid = MM_MP_INSTANCE_PROTOCOL_GUID;
+
+/**
+  Find the populated slots: a hot-plug platform has NumberOfCpus slots
+  (PcdCpuMaxLogicalProcessorNumber), of which only the present CPUs hold
+  an APIC ID; GetProcessorInfo gives EFI_NOT_FOUND for the others.
+**/
+STATIC
+VOID
+FindPopulatedSlots (
+  VOID
+  )
+{
+  EFI_PROCESSOR_INFORMATION  Info;
+  UINTN                      Index;
+
+  mPopulatedCount = 0;
+  for (Index = 0; Index < mCpus; Index++) {
+    mPopulated[Index] = (BOOLEAN)(!EFI_ERROR (mCpu->GetProcessorInfo (mCpu, Index, &Info)) &&
+                                  (Info.ProcessorId != MAX_UINT64));
+    if (mPopulated[Index]) {
+      mPopulatedCount++;
+    }
+  }
+}
+
+/**
+  The first populated AP after Skip1 (and other than Skip2), or mCpus.
+**/
+STATIC
+UINTN
+NextAp (
+  IN UINTN  Skip1,
+  IN UINTN  Skip2
+  )
+{
+  UINTN  Step;
+  UINTN  Index;
+
+  for (Step = 1; Step < mCpus; Step++) {
+    Index = (Skip1 + Step) % mCpus;
+    if (mPopulated[Index] && (Index != Skip2)) {
+      return Index;
+    }
+  }
+
+  return mCpus;
+}
 
 /**
   Record one check. Diff = TRUE marks a [DIFF] check: on stock EDK2 a
@@ -187,7 +236,8 @@ ResetRecords (
 }
 
 /**
-  Every AP except Bsp ran exactly once, on itself.
+  Every populated AP except Bsp ran exactly once, on itself; the BSP and
+  empty slots did not run it.
 **/
 STATIC
 BOOLEAN
@@ -198,7 +248,7 @@ EveryApRanOnce (
   UINTN  Index;
 
   for (Index = 0; Index < mCpus; Index++) {
-    if (Index == Bsp) {
+    if ((Index == Bsp) || !mPopulated[Index]) {
       if (mRecords[Index].Runs != 0) {
         return FALSE;
       }
@@ -250,12 +300,20 @@ RunInSmiChecks (
   }
 
   //
-  // Processor information of every CPU.
+  // Processor information of every slot: a record for each populated
+  // one, EFI_NOT_FOUND for an empty one (a hot-plug platform's free
+  // slots), and at least the BSP populated.
   //
+  AllOk = (BOOLEAN)(Bsp < mCpus && mPopulated[Bsp]);
   for (Index = 0; Index < mCpus; Index++) {
     Status = mCpu->GetProcessorInfo (mCpu, Index, &Info);
-    Check (!EFI_ERROR (Status) && Info.ProcessorId != MAX_UINT64, FALSE, "GetProcessorInfo", Status);
+    if (mPopulated[Index] ? (EFI_ERROR (Status) || (Info.ProcessorId == MAX_UINT64)) : (Status != EFI_NOT_FOUND)) {
+      DEBUG ((DEBUG_ERROR, "MmMpSelfTest: GetProcessorInfo (%u): %r\n", Index, Status));
+      AllOk = FALSE;
+    }
   }
+
+  Check (AllOk, FALSE, "GetProcessorInfo of every slot", EFI_SUCCESS);
 
   //
   // Invalid arguments (SPEC §2.2, §2.3, §2.4, §2.5).
@@ -264,8 +322,20 @@ RunInSmiChecks (
   Check (Status == EFI_INVALID_PARAMETER, FALSE, "Dispatch to the BSP", Status);
   Status = mMp->DispatchProcedure (mMp, RecordProcedure, mCpus, 0, NULL, NULL, NULL);
   Check (Status == EFI_INVALID_PARAMETER, FALSE, "Dispatch to CPU NumberOfCpus", Status);
-  Status = mMp->DispatchProcedure (mMp, NULL, (Bsp + 1) % mCpus, 0, NULL, NULL, NULL);
-  Check (Status == EFI_INVALID_PARAMETER, FALSE, "Dispatch of NULL", Status);
+  Ap = NextAp (Bsp, Bsp);
+  if (Ap < mCpus) {
+    Status = mMp->DispatchProcedure (mMp, NULL, Ap, 0, NULL, NULL, NULL);
+    Check (Status == EFI_INVALID_PARAMETER, FALSE, "Dispatch of NULL", Status);
+  }
+
+  for (Index = 0; Index < mCpus && mPopulated[Index]; Index++) {
+  }
+
+  if (Index < mCpus) {
+    Status = mMp->DispatchProcedure (mMp, RecordProcedure, Index, 0, &mRecords[Index], NULL, NULL);
+    Check (Status == EFI_INVALID_PARAMETER && mRecords[Index].Runs == 0, FALSE, "Dispatch to an empty slot", Status);
+  }
+
   Status = mMp->BroadcastProcedure (mMp, NULL, 0, NULL, NULL, NULL);
   Check (Status == EFI_INVALID_PARAMETER, FALSE, "Broadcast of NULL", Status);
   Status = mMp->CheckForProcedure (mMp, NULL);
@@ -274,12 +344,12 @@ RunInSmiChecks (
   Check (Status == EFI_INVALID_PARAMETER, FALSE, "WaitForProcedure (NULL)", Status);
   Status = mMp->SetStartupProcedure (mMp, NULL, &mRecords[0]);
   Check (Status == EFI_INVALID_PARAMETER, FALSE, "SetStartupProcedure (NULL, args)", Status);
-  if ((mMp->Attributes & EFI_MM_MP_TIMEOUT_SUPPORTED) == 0) {
-    Status = mMp->DispatchProcedure (mMp, RecordProcedure, (Bsp + 1) % mCpus, 1000, NULL, NULL, NULL);
+  if (((mMp->Attributes & EFI_MM_MP_TIMEOUT_SUPPORTED) == 0) && (Ap < mCpus)) {
+    Status = mMp->DispatchProcedure (mMp, RecordProcedure, Ap, 1000, NULL, NULL, NULL);
     Check (Status == EFI_INVALID_PARAMETER, FALSE, "Timeout without EFI_MM_MP_TIMEOUT_SUPPORTED", Status);
   }
 
-  if (mCpus < 2) {
+  if (Ap >= mCpus) {
     DEBUG ((DEBUG_INFO, "MmMpSelfTest: one CPU, no AP to dispatch to\n"));
     return;
   }
@@ -297,7 +367,7 @@ RunInSmiChecks (
   ResetRecords ();
   AllOk = TRUE;
   for (Index = 0; Index < mCpus; Index++) {
-    if (Index == Bsp) {
+    if ((Index == Bsp) || !mPopulated[Index]) {
       continue;
     }
 
@@ -320,7 +390,7 @@ RunInSmiChecks (
   for (Index = 0; Index < mCpus; Index++) {
     Tokens[Index]   = NULL;
     Statuses[Index] = EFI_NOT_READY;
-    if (Index == Bsp) {
+    if ((Index == Bsp) || !mPopulated[Index]) {
       continue;
     }
 
@@ -330,7 +400,7 @@ RunInSmiChecks (
     }
   }
 
-  for (Spins = 0, Pending = mCpus - 1; AllOk && Pending > 0 && Spins < SPIN_LIMIT; Spins++) {
+  for (Spins = 0, Pending = mPopulatedCount - 1; AllOk && Pending > 0 && Spins < SPIN_LIMIT; Spins++) {
     Pending = 0;
     for (Index = mCpus; Index-- > 0;) {
       if ((Index == Bsp) || (Tokens[Index] == NULL)) {
@@ -349,7 +419,7 @@ RunInSmiChecks (
   }
 
   for (Index = 0; Index < mCpus; Index++) {
-    if ((Index != Bsp) && (Statuses[Index] != EFI_SUCCESS)) {
+    if ((Index != Bsp) && mPopulated[Index] && (Statuses[Index] != EFI_SUCCESS)) {
       AllOk = FALSE;
     }
   }
@@ -368,7 +438,7 @@ RunInSmiChecks (
   Status = mMp->BroadcastProcedure (mMp, BroadcastProcedure, 0, NULL, NULL, Statuses);
   AllOk  = (BOOLEAN)(Status == EFI_SUCCESS && Statuses[Bsp] == EFI_NOT_STARTED);
   for (Index = 0; Index < mCpus; Index++) {
-    if ((Index != Bsp) && (Statuses[Index] != EFI_SUCCESS)) {
+    if ((Index != Bsp) && mPopulated[Index] && (Statuses[Index] != EFI_SUCCESS)) {
       AllOk = FALSE;
     }
   }
@@ -392,7 +462,6 @@ RunInSmiChecks (
   // PCD): wait for the record with a bounded spin.
   //
   ResetRecords ();
-  Ap     = (Bsp + 1) % mCpus;
   Status = gMmst->MmStartupThisAp (LegacyProcedure, Ap, &mRecords[Ap]);
   for (Spins = 0; !EFI_ERROR (Status) && mRecords[Ap].Runs == 0 && Spins < SPIN_LIMIT; Spins++) {
     CpuPause ();
@@ -415,11 +484,9 @@ RunInSmiChecks (
   Status   = mMp->DispatchProcedure (mMp, HoldProcedure, Ap, 0, NULL, &Live, NULL);
   if (!EFI_ERROR (Status)) {
     //
-    // Needs a third CPU: another free AP to dispatch to.
+    // Needs a third CPU: another populated AP to dispatch to.
     //
-    for (Other = 0; Other < mCpus && (Other == Bsp || Other == Ap); Other++) {
-    }
-
+    Other = NextAp (Ap, Bsp);
     if (Other < mCpus) {
       Token  = Live;
       Status = mMp->DispatchProcedure (mMp, RecordProcedure, Other, 0, &mRecords[Other], &Token, NULL);
@@ -473,7 +540,7 @@ PrintSummary (
   if ((mMmMp != NULL) && !EFI_ERROR (mMmMp->GetStatistics (mMmMp->Instance, &Stats))) {
     DEBUG ((
       DEBUG_INFO,
-      "MmMpSelfTest: mm-mp statistics: %lu SMIs, %lu spurious, %lu late CPUs, %lu IPIs, %lu timeouts, %lu lost APs, %lu dispatches, %lu broadcasts\n",
+      "MmMpSelfTest: mm-mp statistics: %lu SMIs, %lu spurious, %lu late CPUs, %lu IPIs, %lu timeouts, %lu lost APs, %lu dispatches, %lu broadcasts, %lu CPUs added, %lu CPUs removed\n",
       Stats.Smis,
       Stats.SpuriousSmis,
       Stats.LateCpus,
@@ -481,7 +548,9 @@ PrintSummary (
       Stats.Timeouts,
       Stats.LostAps,
       Stats.Dispatches,
-      Stats.Broadcasts
+      Stats.Broadcasts,
+      Stats.CpusAdded,
+      Stats.CpusRemoved
       ));
   }
 }
@@ -525,7 +594,7 @@ FinishHandler (
   }
 
   Check (Bsp < mCpus && mRecords[Bsp].StartupRuns != 0, FALSE, "startup procedure ran at a later SMI", EFI_NOT_STARTED);
-  DEBUG ((DEBUG_INFO, "MmMpSelfTest: startup procedure ran on %u of %u CPUs by a later SMI\n", Ran, mCpus));
+  DEBUG ((DEBUG_INFO, "MmMpSelfTest: startup procedure ran on %u of %u CPUs by a later SMI\n", Ran, mPopulatedCount));
 
   Status = mMp->SetStartupProcedure (mMp, NULL, NULL);
   Check (Status == EFI_SUCCESS, FALSE, "SetStartupProcedure (NULL, NULL)", Status);
@@ -560,16 +629,19 @@ MmMpSelfTestEntry (
     mMmMp = NULL;
   }
 
-  mCpus    = gMmst->NumberOfCpus;
-  mRecords = AllocateZeroPool (sizeof (CPU_RECORD) * mCpus);
-  if (mRecords == NULL) {
+  mCpus      = gMmst->NumberOfCpus;
+  mRecords   = AllocateZeroPool (sizeof (CPU_RECORD) * mCpus);
+  mPopulated = AllocateZeroPool (sizeof (BOOLEAN) * mCpus);
+  if ((mRecords == NULL) || (mPopulated == NULL)) {
     return EFI_OUT_OF_RESOURCES;
   }
 
+  FindPopulatedSlots ();
   DEBUG ((
     DEBUG_INFO,
-    "MmMpSelfTest: %u CPUs, BSP %u, MM MP by %a\n",
+    "MmMpSelfTest: %u CPU slots, %u populated, BSP %u, MM MP by %a\n",
     mCpus,
+    mPopulatedCount,
     gMmst->CurrentlyExecutingCpu,
     (mMmMp != NULL) ? "mm-mp" : "stock EDK2"
     ));

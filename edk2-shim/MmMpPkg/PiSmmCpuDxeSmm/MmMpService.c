@@ -546,6 +546,7 @@ MirrorProcessorTable (
 {
   EFI_SMM_CPU_SERVICE_PROTOCOL  *Cpu;
   EFI_PROCESSOR_INFORMATION     Info;
+  MM_MP_STATISTICS              Stats;
   UINTN                         Index;
   UINTN                         Count;
 
@@ -565,6 +566,15 @@ MirrorProcessorTable (
   }
 
   mNumberOfCpus = Count;
+  if (!EFI_ERROR (MmMpGetStatistics (mMmMpInstance, &Stats))) {
+    DEBUG ((
+      DEBUG_INFO,
+      "mm-mp: processor table: %u CPUs present (%lu added, %lu removed since start)\n",
+      (UINT32)Count,
+      Stats.CpusAdded,
+      Stats.CpusRemoved
+      ));
+  }
 }
 
 STATIC

@@ -1,5 +1,6 @@
 /** @file
-  MmMpLib glue: Fatal and Log hooks for MM_MP_PLATFORM on DebugLib.
+  MmMpLib glue: Fatal and Log hooks for MM_MP_PLATFORM on DebugLib. The
+  library's messages carry their own "mm-mp: " prefix.
 
   SPDX-License-Identifier: BSD-2-Clause-Patent
 **/
@@ -16,7 +17,7 @@ MmMpLibFatal (
   IN CONST CHAR8  *Message
   )
 {
-  DEBUG ((DEBUG_ERROR, "mm-mp: fatal: %a\n", Message));
+  DEBUG ((DEBUG_ERROR, "%a (fatal)\n", Message));
   ASSERT (FALSE);
   CpuDeadLoop ();
 }
@@ -29,5 +30,5 @@ MmMpLibLog (
   IN CONST CHAR8  *Message
   )
 {
-  DEBUG ((Level, "mm-mp: %a\n", Message));
+  DEBUG ((Level, "%a\n", Message));
 }
