@@ -37,5 +37,8 @@ bash fuzz/run.sh "${MM_MP_FUZZ_RUNS:-20000}"
 echo "== edk2-shim: INF swap tool"
 python3 edk2-shim/tools/test_mmmp_edk2.py
 
+echo "== firmware end-to-end suite: its own checks (the suite itself needs EDK2: docs/INTEGRATION.md)"
+python3 firmware/e2e/test_e2e.py
+
 echo "== C example (4 pthreads CPUs)"
 make -C c-examples run

@@ -2,10 +2,12 @@
 """Tests of mmmp-edk2.py swap/unswap on a synthetic module INF (written
 here, shaped like PiSmmCpuDxeSmm.inf's sections), run by tests/run-all.sh."""
 
+import importlib.util
 import os
 import subprocess
 import sys
 import tempfile
+import time
 
 TOOL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mmmp-edk2.py")
 
@@ -88,7 +90,38 @@ def main():
         with open(inf, "w") as f:
             f.write(INF)
         run("swap", inf, expect=1)
-    print("mmmp-edk2.py: swap/unswap tests passed")
+    check_sync()
+    print("mmmp-edk2.py: swap/unswap and install-sync tests passed")
+
+
+def check_sync():
+    """install's sync: changed files are written anew (new mtime, so an
+    incremental EDK2 build rebuilds them), unchanged ones are left alone,
+    files no longer in the package are removed."""
+    spec = importlib.util.spec_from_file_location("mmmp_edk2", TOOL)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    with tempfile.TemporaryDirectory() as d:
+        src, dst = os.path.join(d, "src"), os.path.join(d, "dst")
+        os.makedirs(os.path.join(src, "Lib"))
+        for name, text in (("a.c", "a"), ("Lib/b.c", "b")):
+            with open(os.path.join(src, name), "w") as f:
+                f.write(text)
+        wanted = {n: os.path.join(src, n) for n in ("a.c", "Lib/b.c")}
+        assert tool.sync_files(wanted, dst) == 2
+        old = time.time() - 1000
+        for n in wanted:
+            os.utime(os.path.join(dst, n), (old, old))
+        with open(os.path.join(src, "a.c"), "w") as f:
+            f.write("a2")
+        with open(os.path.join(dst, "stale.c"), "w") as f:
+            f.write("x")
+        assert tool.sync_files(wanted, dst) == 2  # a.c rewritten, stale.c removed
+        assert os.path.getmtime(os.path.join(dst, "a.c")) > old + 500, "changed file keeps an old time"
+        assert os.path.getmtime(os.path.join(dst, "Lib/b.c")) == old, "unchanged file rewritten"
+        assert not os.path.exists(os.path.join(dst, "stale.c"))
+        with open(os.path.join(dst, "a.c")) as f:
+            assert f.read() == "a2"
 
 
 if __name__ == "__main__":
