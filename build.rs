@@ -1,4 +1,4 @@
-//! Build script: generates the C header `include/mm_mp.h` (SPEC §1.1, §11).
+//! Build script: generates the C header `include/mm_mp.h` (BEHAVIOUR.md §1.1, §11).
 //!
 //! cbindgen 0.29 does not know the `efiapi` ABI: it skips `extern "efiapi"`
 //! functions and prints `efiapi` function-pointer types without a calling
@@ -261,7 +261,7 @@ fn collect_rs_files(dir: &Path, out: &mut Vec<PathBuf>) {
 
 /// Rewrites the parameter names of every function-pointer type
 /// (`fn(cpu_index: usize)` -> `fn(CpuIndex: usize)`), so the C function
-/// pointers read like SPEC §11. Names of real functions are untouched.
+/// pointers read like BEHAVIOUR.md §11. Names of real functions are untouched.
 fn pascal_case_fn_pointer_params(text: &str) -> String {
     let b = text.as_bytes();
     let mut renames: BTreeSet<(usize, usize)> = BTreeSet::new();

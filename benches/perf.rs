@@ -1,4 +1,4 @@
-//! mm-mp performance figures (issue 6, docs/PERFORMANCE.md).
+//! mm-mp performance figures (docs/PERFORMANCE.md).
 //!
 //! `cargo bench --bench perf` prints every figure with its ratio and target:
 //!
@@ -32,7 +32,7 @@ use mm_mp::efi::{MmCompletion, MmMpProtocol, Status};
 use mm_mp::ffi::*;
 
 // ---------------------------------------------------------------------------
-// Targets (issue 6)
+// Targets (docs/PERFORMANCE.md)
 // ---------------------------------------------------------------------------
 
 const TARGET_DISPATCH: f64 = 1.3;
@@ -94,7 +94,7 @@ fn main() {
         }
     }
     let want = |s: &str| sections.is_empty() || sections.iter().any(|x| x == s);
-    println!("mm-mp performance (issue 6); {}", machine_line());
+    println!("mm-mp performance; {}", machine_line());
     if want("latency") {
         latency(runs);
     }
@@ -273,7 +273,7 @@ fn dispatch_run() -> Batches {
                     Status::SUCCESS
                 );
                 // The token completes just before the AP marks itself free
-                // (SPEC §2.2's order): until then a dispatch to it is
+                // (BEHAVIOUR.md §2.2's order): until then a dispatch to it is
                 // EFI_NOT_READY. One untimed call waits that out.
                 loop {
                     let st = dispatch_empty();
@@ -358,7 +358,7 @@ fn smi_run(relaxed: bool, batches: usize) -> (Batches, MmMpStatistics) {
     (b, m.statistics())
 }
 
-/// The same batches with `straight::Straight` in place of mm-mp (SPEC §6
+/// The same batches with `straight::Straight` in place of mm-mp (BEHAVIOUR.md §6
 /// as straight-line code, docs/PERFORMANCE.md [2]): the same threads, gate
 /// and ping-pong.
 fn straight_run(relaxed: bool, batches: usize) -> Batches {
@@ -437,7 +437,7 @@ fn rendezvous(runs: usize) {
         );
         let f = median(&mut straight_round);
         println!(
-            "  {name}-straight: {:.2} ping-pongs per SMI = {f:.2} per round: SPEC §6 as straight-line code (mm-mp / straight-line {:.2}, median of the runs' ratios)",
+            "  {name}-straight: {:.2} ping-pongs per SMI = {f:.2} per round: BEHAVIOUR.md §6 as straight-line code (mm-mp / straight-line {:.2}, median of the runs' ratios)",
             f * rounds,
             median(&mut over_straight)
         );

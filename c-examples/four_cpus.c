@@ -1,6 +1,6 @@
 /** @file
   four_cpus: a host program that plays a 4-CPU machine with 4 pthreads and
-  drives mm-mp through its C API (include/mm_mp.h, SPEC §11), the way an
+  drives mm-mp through its C API (include/mm_mp.h, BEHAVIOUR.md §11), the way an
   EDK2 SMM CPU driver would:
 
   * CPU i is thread i with APIC ID i; GetApicId answers with the calling
@@ -15,9 +15,9 @@
     state (tokens, the startup procedure) behaves across SMIs.
   * The second SMI also uses EFI_SMM_CPU_SERVICE_PROTOCOL: GetProcessorInfo
     of every CPU (printed) and WhoAmI on every CPU, on the APs through a
-    broadcast procedure (SPEC §5.2).
+    broadcast procedure (BEHAVIOUR.md §5.2).
 
-  Every status is compared with what SPEC §2-§4 and §11 say; the program
+  Every status is compared with what BEHAVIOUR.md §2-§4 and §11 say; the program
   prints what happened and exits with 1 if anything differs.
 
   Build and run: make run (see Makefile).

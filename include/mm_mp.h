@@ -81,7 +81,7 @@ typedef char       CHAR8;
 #endif
 #define MAX_UINTN  ((UINTN)UINTPTR_MAX)
 
-/* EFI_STATUS: a UINTN whose top bit marks an error (SPEC §1.2). */
+/* EFI_STATUS: a UINTN whose top bit marks an error (docs/BEHAVIOUR.md §1.2). */
 typedef UINTN EFI_STATUS;
 #define ENCODE_ERROR(StatusCode)  ((EFI_STATUS)(MAX_BIT | (StatusCode)))
 #define EFI_ERROR(StatusCode)     (((INTN)(EFI_STATUS)(StatusCode)) < 0)
@@ -224,7 +224,7 @@ typedef struct {
 #endif
 
 /**
-  `MM_MP_CONFIG` (SPEC §11). EDK2 counterpart: the PcdCpuSmm* PCDs and
+  `MM_MP_CONFIG` (docs/BEHAVIOUR.md §11). EDK2 counterpart: the PcdCpuSmm* PCDs and
   `gSmmCpuPrivate->ProcessorInfo` that PiSmmCpuDxeSmm reads at start-up.
 **/
 typedef struct {
@@ -277,7 +277,7 @@ typedef VOID (EFIAPI *EFI_CPU_INTERRUPT_HANDLER)(EFI_EXCEPTION_TYPE InterruptTyp
 #endif
 
 /**
-  `MM_MP_PLATFORM` (SPEC §8, §11). EDK2 counterpart: SmmCpuFeaturesLib,
+  `MM_MP_PLATFORM` (docs/BEHAVIOUR.md §8, §11). EDK2 counterpart: SmmCpuFeaturesLib,
   SmmCpuPlatformHookLib, LocalApicLib, TimerLib, MtrrLib and the
   `SmmCoreEntry` pointer PiSmmCpuDxeSmm calls.
 **/
@@ -469,7 +469,7 @@ extern "C" {
   @param[out] Size    Receives the required size in bytes.
 
   @retval EFI_SUCCESS            *Size was written.
-  @retval EFI_INVALID_PARAMETER  Config or Size is NULL, or Config is invalid (SPEC §11).
+  @retval EFI_INVALID_PARAMETER  Config or Size is NULL, or Config is invalid (docs/BEHAVIOUR.md §11).
   @retval EFI_OUT_OF_RESOURCES   The size does not fit in a UINTN.
 **/
 EFI_STATUS
@@ -614,7 +614,7 @@ MmMpGetStatistics (
 
 /**
   The EDKII_SMM_CPU_RENDEZVOUS_PROTOCOL embedded in the instance (install
-  it with gMmst). WaitForAllProcessor follows SPEC §6.7.
+  it with gMmst). WaitForAllProcessor follows docs/BEHAVIOUR.md §6.7.
 
   @param[in] Instance  The instance.
 
@@ -628,7 +628,7 @@ MmMpGetRendezvousProtocol (
 
 /**
   The EFI_SMM_CPU_SERVICE_PROTOCOL embedded in the instance (install it
-  with gMmst). Its members follow SPEC §5.2: GetProcessorInfo, SwitchBsp,
+  with gMmst). Its members follow docs/BEHAVIOUR.md §5.2: GetProcessorInfo, SwitchBsp,
   AddProcessor, RemoveProcessor, WhoAmI, RegisterExceptionHandler.
 
   @param[in] Instance  The instance.

@@ -1,14 +1,14 @@
 //! BroadcastProcedure through one descriptor that the APs read, instead of
 //! one mailbox write per AP (docs/PERFORMANCE.md [3]).
 //!
-//! EDK2 (and mm-mp before issue 6's third session) fills every AP's
-//! mailbox: the BSP's cost grows with the number of CPUs. Here the BSP's
-//! side of a broadcast visits one bit per CPU, 32 CPUs per word:
+//! EDK2 fills every AP's mailbox: the BSP's cost grows with the number of
+//! CPUs. Here the BSP's side of a broadcast visits one bit per CPU, 32
+//! CPUs per word:
 //!
 //! * **present bits**: each AP sets its bit when it joins an SMI (after it
 //!   is present) and clears it when it leaves; the BSP clears the bit of an
 //!   AP it marks lost. A broadcast's set is one snapshot of these words
-//!   (SPEC §2.3 step 4), minus the BSP.
+//!   (BEHAVIOUR.md §2.3 step 4), minus the BSP.
 //! * **descriptor**: the call (procedure, argument, status array, token)
 //!   and its *tag*, a wrapping count of broadcasts, on one line the BSP
 //!   writes; every AP in the dispatch loop polls the tag next to its
@@ -30,7 +30,7 @@
 //! * **mailbox posts**: BSP scratch, a count of the calls posted to any
 //!   mailbox and the count at which the BSP last found every mailbox of a
 //!   broadcast's set free. A broadcast checks the mailboxes of its set for
-//!   SPEC §2.3's "busy" verdict only when calls were posted since.
+//!   BEHAVIOUR.md §2.3's "busy" verdict only when calls were posted since.
 //!
 //! The BSP publishes a broadcast only when no member is busy, so a
 //! descriptor is never rewritten while a member may still read it.
@@ -295,7 +295,7 @@ impl<'a> Broadcasts<'a> {
         base.wrapping_add(cpu.wrapping_mul(size_of::<Status>())) as *mut Status
     }
 
-    /// Take the snapshot of the present APs but `bsp` (SPEC §2.3 step 4)
+    /// Take the snapshot of the present APs but `bsp` (BEHAVIOUR.md §2.3 step 4)
     /// into the BSP's scratch; returns its size.
     #[inline(always)]
     pub fn snapshot(&self, bsp: usize) -> u32 {
@@ -367,7 +367,7 @@ impl<'a> Broadcasts<'a> {
         self.flags.get(cpu).map_or(true, |f| f.is_free(tag))
     }
 
-    /// SPEC §2.3 step 6 over the snapshot: whether a CPU in it is busy with
+    /// BEHAVIOUR.md §2.3 step 6 over the snapshot: whether a CPU in it is busy with
     /// the last broadcast or with a call of its own mailbox
     /// (`mailbox_busy(cpu)`, asked only when calls were posted to mailboxes
     /// since the last time all were found free). Nothing to visit when

@@ -1,4 +1,4 @@
-//! EFI_SMM_CPU_SERVICE_PROTOCOL and CPU hot-plug (SPEC §5). EDK2
+//! EFI_SMM_CPU_SERVICE_PROTOCOL and CPU hot-plug (BEHAVIOUR.md §5). EDK2
 //! counterpart: CpuService.c of PiSmmCpuDxeSmm (`SmmGetProcessorInfo`,
 //! `SmmSwitchBsp`, `SmmAddProcessor`, `SmmRemoveProcessor`, `SmmWhoAmI`,
 //! `SmmRegisterExceptionHandler`) plus the pending-operation handling of
@@ -217,7 +217,7 @@ impl Instance {
             return None;
         }
         // SAFETY: the integrator's array has NumberOfCpus aligned entries
-        // (SPEC §11) and lives as long as the instance; volatile because
+        // (BEHAVIOUR.md §11) and lives as long as the instance; volatile because
         // the platform's hot-plug handler writes it.
         Some(unsafe { p.add(i).read_volatile() })
     }
@@ -245,7 +245,7 @@ impl Instance {
         })
     }
 
-    /// GetProcessorInfo (SPEC §5.2).
+    /// GetProcessorInfo (BEHAVIOUR.md §5.2).
     ///
     /// # Safety
     /// A non-null `buffer` must be writable for one record.
@@ -269,7 +269,7 @@ impl Instance {
         Status::SUCCESS
     }
 
-    /// SwitchBsp (SPEC §5.2): the slot becomes the only candidate of the
+    /// SwitchBsp (BEHAVIOUR.md §5.2): the slot becomes the only candidate of the
     /// next election (no effect without election).
     pub fn switch_bsp(&self, number: usize) -> Status {
         let Some(state) = self.cpu(number) else {
@@ -290,7 +290,7 @@ impl Instance {
         Status::SUCCESS
     }
 
-    /// AddProcessor (SPEC §5.2, §5.3).
+    /// AddProcessor (BEHAVIOUR.md §5.2, §5.3).
     ///
     /// # Safety
     /// A non-null `number` must be writable.
@@ -331,7 +331,7 @@ impl Instance {
         Status::SUCCESS
     }
 
-    /// RemoveProcessor (SPEC §5.2, §5.3).
+    /// RemoveProcessor (BEHAVIOUR.md §5.2, §5.3).
     pub fn remove_processor(&self, number: usize) -> Status {
         if !self.settings.hot_plug {
             return Status::UNSUPPORTED;
@@ -368,7 +368,7 @@ impl Instance {
         Status::SUCCESS
     }
 
-    /// WhoAmI (SPEC §5.2), O(1) through the APIC ID map.
+    /// WhoAmI (BEHAVIOUR.md §5.2), O(1) through the APIC ID map.
     ///
     /// # Safety
     /// A non-null `number` must be writable.
@@ -388,7 +388,7 @@ impl Instance {
         Status::SUCCESS
     }
 
-    /// RegisterExceptionHandler (SPEC §5.2): the platform's hook.
+    /// RegisterExceptionHandler (BEHAVIOUR.md §5.2): the platform's hook.
     pub fn register_exception_handler(
         &self,
         exception_type: ExceptionType,
@@ -405,7 +405,7 @@ impl Instance {
         self.control().ops_pending.store(true, Ordering::Release);
     }
 
-    /// SPEC §5.3 / §6.3 step 8: apply the pending operations at the end of
+    /// BEHAVIOUR.md §5.3 / §6.3 step 8: apply the pending operations at the end of
     /// the SMI (BSP, after the APs left the dispatch loop). Add: the slot
     /// is now an ordinary CPU, expected once it took its first SMI. Remove:
     /// the slot was emptied at once and is no longer expected. SwitchBsp:

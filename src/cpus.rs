@@ -8,7 +8,7 @@ use crate::efi::{
 };
 use crate::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
-/// Pending CPU operations (SPEC §5.1).
+/// Pending CPU operations (BEHAVIOUR.md §5.1).
 pub const OP_NONE: u32 = 0;
 pub const OP_ADD: u32 = 1;
 pub const OP_REMOVE: u32 = 2;
@@ -20,7 +20,7 @@ pub const OP_SWITCH_BSP: u32 = 3;
 /// (present, pending operation, processor record) and the BSP's scratch
 /// about it. A CPU stepping through its phases then never pulls the second
 /// part away from a BSP reading it, nor the BSP the first part away from
-/// the CPU (docs/PERFORMANCE.md [2]).
+/// the CPU (docs/ARCHITECTURE.md, "Rules from the measurements").
 #[repr(C)]
 pub struct CpuState {
     // -- written by this CPU as it steps (bytes 0..64) --
@@ -46,7 +46,7 @@ pub struct CpuState {
     // -- read by other CPUs, and the BSP's scratch (bytes 64..128) --
     /// Checked into the current SMI and in (or entering) the dispatch loop.
     pub present: AtomicBool,
-    /// Hot-added, its first SMI not taken yet (SPEC §5.3): set by
+    /// Hot-added, its first SMI not taken yet (BEHAVIOUR.md §5.3): set by
     /// AddProcessor, cleared by that first `rendezvous_step`, which returns
     /// at once without joining the rendezvous.
     needs_init: AtomicBool,
@@ -126,7 +126,7 @@ impl CpuState {
     }
 
     /// Whether this CPU is a present AP candidate: checked in, non-empty,
-    /// no pending removal (SPEC §2 "present AP", minus the BSP test).
+    /// no pending removal (BEHAVIOUR.md §2 "present AP", minus the BSP test).
     pub fn is_present(&self) -> bool {
         // Acquire pairs with the Release store the AP makes when it marks
         // itself present: a BSP that sees it may dispatch to it.
@@ -188,7 +188,7 @@ impl CpuState {
         self.needs_init.swap(false, Ordering::AcqRel)
     }
 
-    /// A copy of the record (SPEC §1.6).
+    /// A copy of the record (BEHAVIOUR.md §1.6).
     pub fn record(&self) -> ProcessorInformation {
         // Relaxed for the fields: ordered after the Acquire of `apic_id`.
         let r = |a: &AtomicU32| a.load(Ordering::Relaxed);

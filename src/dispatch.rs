@@ -1,9 +1,9 @@
-//! The MM MP services (SPEC §2) and the legacy MmStartupThisAp (SPEC §4).
+//! The MM MP services (BEHAVIOUR.md §2) and the legacy MmStartupThisAp (BEHAVIOUR.md §4).
 //! EDK2 counterpart: SmmMp.c and the `InternalSmmStartupThisAp` /
 //! `InternalSmmStartupAllAPs` family of MpService.c.
 //!
 //! Every service takes C-style raw pointers (the FFI layer passes them
-//! through untouched) and returns the status SPEC names; it validates
+//! through untouched) and returns the status BEHAVIOUR.md names; it validates
 //! every pointer and index before using it.
 
 use core::ffi::c_void;
@@ -32,7 +32,7 @@ unsafe fn put(target: *mut Status, value: Status) {
 }
 
 impl Instance {
-    /// EFI_MM_MP_PROTOCOL.GetNumberOfProcessors (SPEC §2.1).
+    /// EFI_MM_MP_PROTOCOL.GetNumberOfProcessors (BEHAVIOUR.md §2.1).
     ///
     /// # Safety
     /// A non-null `number_of_processors` must be valid for a write.
@@ -45,7 +45,7 @@ impl Instance {
         Status::SUCCESS
     }
 
-    /// SetStartupProcedure (SPEC §2.4).
+    /// SetStartupProcedure (BEHAVIOUR.md §2.4).
     pub fn set_startup_procedure(&self, procedure: ApProcedure, argument: *mut c_void) -> Status {
         if procedure.is_none() && !argument.is_null() {
             return Status::INVALID_PARAMETER;
@@ -59,7 +59,7 @@ impl Instance {
         Status::SUCCESS
     }
 
-    /// Run the registered startup procedure on the calling CPU (SPEC §6.2.1).
+    /// Run the registered startup procedure on the calling CPU (BEHAVIOUR.md §6.2.1).
     pub fn run_startup_procedure(&self) {
         // Acquire pairs with the Release store in `set_startup_procedure`.
         let procedure = self.startup_procedure.load(Ordering::Acquire);
@@ -89,7 +89,7 @@ impl Instance {
         Ok(bsp)
     }
 
-    /// Checks 1–5 of SPEC §2.2 (shared with §4).
+    /// Checks 1–5 of BEHAVIOUR.md §2.2 (shared with §4).
     #[inline(always)]
     fn check_target(&self, cpu: usize, bsp: usize) -> Result<(), Status> {
         if cpu == bsp {
@@ -102,7 +102,7 @@ impl Instance {
         Ok(())
     }
 
-    /// Opening of the single-target services (SPEC §2.2 checks 1–5 after
+    /// Opening of the single-target services (BEHAVIOUR.md §2.2 checks 1–5 after
     /// the BSP-only checks, shared with §4).
     #[inline(always)]
     fn target_call(&self, cpu: usize) -> Result<(), Status> {
@@ -111,7 +111,7 @@ impl Instance {
     }
 
     /// Post a DispatchProcedure call on a claimed mailbox: CPUStatus to
-    /// EFI_NOT_READY before the AP can start (SPEC §2.2), then the call,
+    /// EFI_NOT_READY before the AP can start (BEHAVIOUR.md §2.2), then the call,
     /// then the statistics.
     ///
     /// # Safety
@@ -211,7 +211,7 @@ impl Instance {
     }
 
     /// Claim CPU `cpu`'s mailbox for a call: free of its last call and of
-    /// broadcasts (SPEC §2.2 "busy").
+    /// broadcasts (BEHAVIOUR.md §2.2 "busy").
     #[inline(always)]
     fn claim(&self, cpu: usize, mailbox: Channel<'_>) -> Option<Claim> {
         if !self.broadcast_free(cpu) {
@@ -252,7 +252,7 @@ impl Instance {
         self.wait_on(mailbox, None)
     }
 
-    /// EFI_MM_MP_PROTOCOL.DispatchProcedure (SPEC §2.2).
+    /// EFI_MM_MP_PROTOCOL.DispatchProcedure (BEHAVIOUR.md §2.2).
     ///
     /// # Safety
     /// Non-null `token` and `cpu_status` must be valid for reads and writes
@@ -318,7 +318,7 @@ impl Instance {
         self.wait_call(cpu, deadline)
     }
 
-    /// EFI_MM_MP_PROTOCOL.BroadcastProcedure (SPEC §2.3).
+    /// EFI_MM_MP_PROTOCOL.BroadcastProcedure (BEHAVIOUR.md §2.3).
     ///
     /// # Safety
     /// A non-null `token` must be valid for reads and writes; a non-null
@@ -415,7 +415,7 @@ impl Instance {
         result
     }
 
-    /// SPEC §2.3 step 5: whether a CPU of the snapshot has a pending
+    /// BEHAVIOUR.md §2.3 step 5: whether a CPU of the snapshot has a pending
     /// removal. Only looked for while CPU operations are pending.
     #[inline(always)]
     fn removal_in_snapshot(&self, broadcasts: Broadcasts<'_>) -> bool {
@@ -493,7 +493,7 @@ impl Instance {
         Some((token, state))
     }
 
-    /// EFI_MM_MP_PROTOCOL.CheckForProcedure (SPEC §2.5).
+    /// EFI_MM_MP_PROTOCOL.CheckForProcedure (BEHAVIOUR.md §2.5).
     pub fn check_for_procedure(&self, token: MmCompletion) -> Status {
         if token.is_null() {
             return Status::INVALID_PARAMETER;
@@ -506,7 +506,7 @@ impl Instance {
         }
     }
 
-    /// EFI_MM_MP_PROTOCOL.WaitForProcedure (SPEC §2.6).
+    /// EFI_MM_MP_PROTOCOL.WaitForProcedure (BEHAVIOUR.md §2.6).
     pub fn wait_for_procedure(&self, token: MmCompletion) -> Status {
         loop {
             let status = self.check_for_procedure(token);
@@ -538,7 +538,7 @@ impl Instance {
     }
 
     /// gMmst->MmStartupThisAp (`blocking` = PcdCpuSmmBlockStartupThisAp)
-    /// and EDK2's internal SmmBlockingStartupThisAp (SPEC §4).
+    /// and EDK2's internal SmmBlockingStartupThisAp (BEHAVIOUR.md §4).
     pub fn startup_this_ap(
         &self,
         procedure: ApProcedure,

@@ -1,10 +1,10 @@
-//! Layer 1 — EFI ABI types (SPEC §1). No logic lives here.
+//! Layer 1 — EFI ABI types (BEHAVIOUR.md §1). No logic lives here.
 //!
 //! Transposed from the PI specification and EDK2's headers the way r-efi
 //! does it: `#[repr(C)]` structs, raw pointers, `Option<fn>` for nullable
 //! callbacks and newtypes (`Status`, `Boolean`) instead of Rust enums for
 //! anything that comes in from C. Every struct has compile-time size and
-//! offset assertions for X64 (the numbers of SPEC §1).
+//! offset assertions for X64 (the numbers of BEHAVIOUR.md §1).
 //!
 //! Items marked `#[cfg(not(mm_mp_edk2))]` are always compiled in Rust (the
 //! `mm_mp_edk2` cfg is never set); cbindgen turns that attribute into
@@ -20,7 +20,7 @@ pub struct Status(pub usize);
 
 const ERROR_BIT: usize = 1 << (usize::BITS - 1);
 
-/// The error encoding of SPEC §1.2 for a `UINTN` of `bits` bits.
+/// The error encoding of BEHAVIOUR.md §1.2 for a `UINTN` of `bits` bits.
 pub const fn encode_error(bits: u32, code: u64) -> u64 {
     (1u64 << (bits - 1)) | code
 }
@@ -316,7 +316,7 @@ pub struct SmmCpuRendezvousProtocol {
     ) -> Status,
 }
 
-/// `EFI_MM_ENTRY_CONTEXT` (SPEC §1.7), for integrators that fill gMmst.
+/// `EFI_MM_ENTRY_CONTEXT` (BEHAVIOUR.md §1.7), for integrators that fill gMmst.
 #[repr(C)]
 pub struct MmEntryContext {
     pub mm_startup_this_ap: Option<
@@ -333,7 +333,7 @@ pub struct MmEntryContext {
 }
 
 // ---------------------------------------------------------------------------
-// Layout assertions (SPEC §1). The X64 numbers are checked on 64-bit targets;
+// Layout assertions (BEHAVIOUR.md §1). The X64 numbers are checked on 64-bit targets;
 // IA32 only has to compile.
 // ---------------------------------------------------------------------------
 static_assertions::const_assert_eq!(encode_error(64, 2), 0x8000_0000_0000_0002);

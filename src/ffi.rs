@@ -1,4 +1,4 @@
-//! Layer 6 — the C boundary (SPEC §11). Every export is `extern "efiapi"`
+//! Layer 6 — the C boundary (BEHAVIOUR.md §11). Every export is `extern "efiapi"`
 //! (EFIAPI in the header), turns raw C arguments into a call of the core
 //! layer, and contains no logic of its own.
 
@@ -59,7 +59,7 @@ unsafe fn embedding<'a>(this: usize, offset: usize) -> Option<&'a Instance> {
   @param[out] Size    Receives the required size in bytes.
 
   @retval EFI_SUCCESS            *Size was written.
-  @retval EFI_INVALID_PARAMETER  Config or Size is NULL, or Config is invalid (SPEC §11).
+  @retval EFI_INVALID_PARAMETER  Config or Size is NULL, or Config is invalid (docs/BEHAVIOUR.md §11).
   @retval EFI_OUT_OF_RESOURCES   The size does not fit in a UINTN.
 **/
 #[no_mangle]
@@ -325,7 +325,7 @@ pub unsafe extern "efiapi" fn MmMpGetStatistics(
 
 /**
   The EDKII_SMM_CPU_RENDEZVOUS_PROTOCOL embedded in the instance (install
-  it with gMmst). WaitForAllProcessor follows SPEC §6.7.
+  it with gMmst). WaitForAllProcessor follows docs/BEHAVIOUR.md §6.7.
 
   @param[in] Instance  The instance.
 
@@ -361,7 +361,7 @@ pub const RENDEZVOUS_PROTOCOL_TEMPLATE: SmmCpuRendezvousProtocol = SmmCpuRendezv
 
 /**
   The EFI_SMM_CPU_SERVICE_PROTOCOL embedded in the instance (install it
-  with gMmst). Its members follow SPEC §5.2: GetProcessorInfo, SwitchBsp,
+  with gMmst). Its members follow docs/BEHAVIOUR.md §5.2: GetProcessorInfo, SwitchBsp,
   AddProcessor, RemoveProcessor, WhoAmI, RegisterExceptionHandler.
 
   @param[in] Instance  The instance.
@@ -616,7 +616,7 @@ pub const MM_MP_PROTOCOL_TEMPLATE: MmMpProtocol = MmMpProtocol {
 };
 
 // ---------------------------------------------------------------------------
-// SmmCpuSyncLib-compatible semaphores in caller memory (SPEC §7, §11)
+// SmmCpuSyncLib-compatible semaphores in caller memory (BEHAVIOUR.md §7, §11)
 // ---------------------------------------------------------------------------
 
 /// `MM_MP_SYNC_CONTEXT`: opaque SmmCpuSyncLib-compatible context living at

@@ -166,7 +166,8 @@ impl Layout {
 /// The rendezvous flags every CPU polls, on a line of their own: the
 /// BSP's other start- and end-of-SMI stores (`Control`) and the election's
 /// compare-exchanges do not pull this line away from the polling CPUs
-/// (docs/PERFORMANCE.md [2]). EDK2's `AllCpusInSync` has a line of its own
+/// (docs/ARCHITECTURE.md, "Rules from the measurements"). EDK2's
+/// `AllCpusInSync` has a line of its own
 /// too (`Instance::all_in_sync`): the APs read "BSP inside" while they
 /// enter and leave the dispatch loop, at the moments the BSP sets and
 /// clears "all in sync".
@@ -178,7 +179,8 @@ pub struct Flags {
     /// reopens): tells a CPU whether the SMI it sampled ended meanwhile.
     /// Here and not in `Control`: every CPU reads it at entry, and an AP
     /// that has seen "BSP inside" must not need the control line, which
-    /// the BSP writes meanwhile (docs/PERFORMANCE.md [2]).
+    /// the BSP writes meanwhile (docs/ARCHITECTURE.md, "Rules from the
+    /// measurements").
     pub smi_seq: AtomicU32,
     /// The BSP of the SMI in progress as reported to callers.
     pub current_bsp: AtomicUsize,
@@ -187,7 +189,7 @@ pub struct Flags {
 /// Rendezvous-wide state (EDK2 `SMM_DISPATCHER_MP_SYNC_DATA`), one line.
 #[repr(C)]
 pub struct Control {
-    /// Whether every expected CPU arrived this SMI (SPEC §6.5, §6.7).
+    /// Whether every expected CPU arrived this SMI (BEHAVIOUR.md §6.5, §6.7).
     pub all_arrived: AtomicBool,
     /// EDK2 `BspIndex`: the elected (or fixed) BSP, `NO_BSP` when none.
     pub bsp_index: AtomicU32,
@@ -231,7 +233,7 @@ pub struct Instance {
 // SAFETY: every field that changes after initialisation is an atomic; the
 // raw pointers in `settings` and `platform` are the integrator's (context,
 // hot-plug array) and are only passed back to its callbacks or read with
-// volatile loads, which the integrator allows from any CPU (SPEC §11).
+// volatile loads, which the integrator allows from any CPU (BEHAVIOUR.md §11).
 unsafe impl Sync for Instance {}
 // SAFETY: as above; nothing in the instance is tied to one thread.
 unsafe impl Send for Instance {}
@@ -274,7 +276,7 @@ pub fn validate(config: &MmMpConfig) -> Result<(Settings, Layout), Status> {
 }
 
 impl Instance {
-    /// `MmMpInitialize` (SPEC §11): validate everything, then build the
+    /// `MmMpInitialize` (BEHAVIOUR.md §11): validate everything, then build the
     /// instance in `buffer`. Nothing is written on error.
     ///
     /// # Safety
@@ -609,7 +611,7 @@ impl Instance {
         self.flags().current_bsp.load(Ordering::Acquire)
     }
 
-    /// Whether the caller is known not to be the current BSP (SPEC §2: the
+    /// Whether the caller is known not to be the current BSP (BEHAVIOUR.md §2: the
     /// platform's GetApicId tells who calls; without it we cannot tell).
     #[inline(always)]
     pub fn caller_is_ap(&self, bsp: usize) -> bool {

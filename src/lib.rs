@@ -1,5 +1,5 @@
 //! mm-mp: the multi-processor core of EDK2's SMM CPU driver as a `no_std`
-//! library with a C API (SPEC §11): EFI_MM_MP_PROTOCOL, the SMI
+//! library with a C API (BEHAVIOUR.md §11): EFI_MM_MP_PROTOCOL, the SMI
 //! rendezvous, EFI_SMM_CPU_SERVICE_PROTOCOL and CPU hot-plug,
 //! gMmst->MmStartupThisAp, SmmCpuSyncLib-compatible
 //! semaphores. All state lives in memory the caller supplies.

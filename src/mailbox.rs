@@ -4,7 +4,7 @@
 //! the completion word ([`BusyFlag`], written by the AP; see its module for
 //! the states).
 //!
-//! Hand-off protocol (SPEC §2.2, §6.4 step 3):
+//! Hand-off protocol (BEHAVIOUR.md §2.2, §6.4 step 3):
 //! 1. BSP: check the mailbox is free ([`Channel::try_claim`]: the last
 //!    call's tag is DONE), fill the fields with Relaxed stores, store the
 //!    new tag (Release — publishes the fields). The AP's run semaphore is
@@ -15,7 +15,8 @@
 //!    (Release — the BSP that sees DONE sees the status and the token).
 //!
 //! Per hand-off each side reads the line the other wrote once and writes
-//! its own line once, as in a bare cache-line ping-pong (docs/PERFORMANCE.md).
+//! its own line once, as in a bare cache-line ping-pong
+//! (docs/ARCHITECTURE.md, "Rules from the measurements"; docs/PERFORMANCE.md [1]).
 
 use core::ffi::c_void;
 
@@ -28,7 +29,7 @@ use crate::tokens::Token;
 
 /// What kind of procedure the mailbox holds.
 pub const KIND_PROCEDURE2: u32 = 0;
-/// The old void `EFI_AP_PROCEDURE` of MmStartupThisAp (SPEC §4: the library
+/// The old void `EFI_AP_PROCEDURE` of MmStartupThisAp (BEHAVIOUR.md §4: the library
 /// wraps it instead of calling it through the wrong pointer type).
 pub const KIND_LEGACY: u32 = 1;
 
@@ -169,7 +170,8 @@ impl<'a> Channel<'a> {
     /// BSP: whether call `tag` is over. A wait loop polls this, not
     /// [`Channel::is_free`]: it reads only the line the AP writes (a spin
     /// loop that also reads a line the other CPU is reading costs a
-    /// pipeline flush per snoop; docs/PERFORMANCE.md [1]).
+    /// pipeline flush per snoop; docs/ARCHITECTURE.md, "Rules from the
+    /// measurements").
     #[inline(always)]
     pub fn is_done(&self, tag: u32) -> bool {
         let done = self.busy.is_free(tag);
@@ -235,7 +237,7 @@ impl<'a> Channel<'a> {
         self.busy.is_lost()
     }
 
-    /// AP, at check-in: the mailbox is free for this SMI (SPEC §6.2 step 5).
+    /// AP, at check-in: the mailbox is free for this SMI (BEHAVIOUR.md §6.2 step 5).
     /// Nearly always it is already; then nothing is written (a store would
     /// pull the line from the BSP that read it last, on the entry's path).
     pub fn reset_free(&self) {

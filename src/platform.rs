@@ -1,6 +1,6 @@
-//! The integrator's side: `MM_MP_CONFIG` and `MM_MP_PLATFORM` (SPEC §8,
+//! The integrator's side: `MM_MP_CONFIG` and `MM_MP_PLATFORM` (BEHAVIOUR.md §8,
 //! §11) and safe wrappers around every callback. An absent (NULL) optional
-//! callback means "feature off" with the default SPEC names, never a crash.
+//! callback means "feature off" with the default BEHAVIOUR.md §8 names, never a crash.
 //!
 //! The tables are copied into the instance by `MmMpInitialize`; the
 //! wrappers here read the copy.
@@ -22,7 +22,7 @@ pub const MM_MP_SYNC_MODE_TRADITIONAL: u32 = 0;
 /// `MM_MP_SYNC_MODE_RELAXED`: the BSP runs handlers at once; APs join as they arrive.
 pub const MM_MP_SYNC_MODE_RELAXED: u32 = 1;
 
-/// `MM_MP_CONFIG` (SPEC §11). EDK2 counterpart: the PcdCpuSmm* PCDs and
+/// `MM_MP_CONFIG` (docs/BEHAVIOUR.md §11). EDK2 counterpart: the PcdCpuSmm* PCDs and
 /// `gSmmCpuPrivate->ProcessorInfo` that PiSmmCpuDxeSmm reads at start-up.
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -44,7 +44,7 @@ pub struct MmMpConfig {
     pub hot_plug_apic_id: *mut u64,
 }
 
-/// `MM_MP_PLATFORM` (SPEC §8, §11). EDK2 counterpart: SmmCpuFeaturesLib,
+/// `MM_MP_PLATFORM` (docs/BEHAVIOUR.md §8, §11). EDK2 counterpart: SmmCpuFeaturesLib,
 /// SmmCpuPlatformHookLib, LocalApicLib, TimerLib, MtrrLib and the
 /// `SmmCoreEntry` pointer PiSmmCpuDxeSmm calls.
 #[repr(C)]
@@ -156,7 +156,7 @@ impl MmMpPlatform {
     /// Current tick count; 0 without a time source.
     pub fn now(&self) -> u64 {
         match self.get_ticks {
-            // SAFETY: integrator callback with its own context (SPEC §11).
+            // SAFETY: integrator callback with its own context (BEHAVIOUR.md §11).
             Some(f) => unsafe { f(self.context) },
             None => 0,
         }
@@ -196,21 +196,21 @@ impl MmMpPlatform {
     #[inline]
     pub fn pause(&self) {
         // SAFETY: the integrator supplied this callback in MM_MP_PLATFORM
-        // together with `context`; SPEC §11 lets it be called from any CPU
+        // together with `context`; BEHAVIOUR.md §11 lets it be called from any CPU
         // at any time with that context.
         unsafe { crate::sync::pause(self.cpu_pause, self.context) }
     }
 
     /// APIC ID of the calling CPU, when the platform can tell.
     pub fn apic_id(&self) -> Option<u64> {
-        // SAFETY: integrator callback with its own context (SPEC §11).
+        // SAFETY: integrator callback with its own context (BEHAVIOUR.md §11).
         self.get_apic_id.map(|f| unsafe { f(self.context) })
     }
 
     /// Send a directed SMI to `apic_id` (no-op without the hook).
     pub fn send_smi_ipi(&self, apic_id: u64) {
         if let Some(f) = self.send_smi_ipi {
-            // SAFETY: integrator callback with its own context (SPEC §11).
+            // SAFETY: integrator callback with its own context (BEHAVIOUR.md §11).
             unsafe { f(self.context, apic_id) }
         }
     }
@@ -218,7 +218,7 @@ impl MmMpPlatform {
     /// Whether the current SMI is valid (TRUE without the hook).
     pub fn is_valid_smi(&self) -> bool {
         match self.is_valid_smi {
-            // SAFETY: integrator callback with its own context (SPEC §11).
+            // SAFETY: integrator callback with its own context (BEHAVIOUR.md §11).
             Some(f) => unsafe { f(self.context) }.get(),
             None => true,
         }
@@ -226,7 +226,7 @@ impl MmMpPlatform {
 
     pub fn clear_top_level_smi_status(&self) {
         if let Some(f) = self.clear_top_level_smi_status {
-            // SAFETY: integrator callback with its own context (SPEC §11).
+            // SAFETY: integrator callback with its own context (BEHAVIOUR.md §11).
             unsafe {
                 f(self.context);
             }
@@ -247,31 +247,31 @@ impl MmMpPlatform {
 
     pub fn rendezvous_entry(&self, cpu: usize) {
         if let Some(f) = self.rendezvous_entry {
-            // SAFETY: integrator callback with its own context (SPEC §11).
+            // SAFETY: integrator callback with its own context (BEHAVIOUR.md §11).
             unsafe { f(self.context, cpu) }
         }
     }
 
     pub fn rendezvous_exit(&self, cpu: usize) {
         if let Some(f) = self.rendezvous_exit {
-            // SAFETY: integrator callback with its own context (SPEC §11).
+            // SAFETY: integrator callback with its own context (BEHAVIOUR.md §11).
             unsafe { f(self.context, cpu) }
         }
     }
 
     pub fn before_mmi_handler(&self, cpu: usize) {
         if let Some(f) = self.before_mmi_handler {
-            // SAFETY: integrator callback with its own context (SPEC §11).
+            // SAFETY: integrator callback with its own context (BEHAVIOUR.md §11).
             unsafe { f(self.context, cpu) }
         }
     }
 
-    /// Whether this SMI needs the full arrival wait (SPEC §6.5). The EDK2
+    /// Whether this SMI needs the full arrival wait (BEHAVIOUR.md §6.5). The EDK2
     /// glue answers `IsCpuSyncAlwaysNeeded () || !LocalMachineCheck`; no
     /// hook = TRUE (always wait).
     pub fn is_sync_needed(&self) -> bool {
         match self.is_sync_always_needed {
-            // SAFETY: integrator callback with its own context (SPEC §11).
+            // SAFETY: integrator callback with its own context (BEHAVIOUR.md §11).
             Some(f) => unsafe { f(self.context) }.get(),
             None => true,
         }
@@ -290,21 +290,21 @@ impl MmMpPlatform {
 
     pub fn mtrr_save(&self, cpu: usize) {
         if let Some(f) = self.mtrr_save {
-            // SAFETY: integrator callback with its own context (SPEC §11).
+            // SAFETY: integrator callback with its own context (BEHAVIOUR.md §11).
             unsafe { f(self.context, cpu) }
         }
     }
 
     pub fn mtrr_replace(&self, cpu: usize) {
         if let Some(f) = self.mtrr_replace {
-            // SAFETY: integrator callback with its own context (SPEC §11).
+            // SAFETY: integrator callback with its own context (BEHAVIOUR.md §11).
             unsafe { f(self.context, cpu) }
         }
     }
 
     pub fn mtrr_restore(&self, cpu: usize) {
         if let Some(f) = self.mtrr_restore {
-            // SAFETY: integrator callback with its own context (SPEC §11).
+            // SAFETY: integrator callback with its own context (BEHAVIOUR.md §11).
             unsafe { f(self.context, cpu) }
         }
     }
@@ -312,12 +312,12 @@ impl MmMpPlatform {
     /// Runs every MMI handler (required; checked at initialisation).
     pub fn mm_foundation_entry(&self, bsp: usize) {
         if let Some(f) = self.mm_foundation_entry {
-            // SAFETY: integrator callback with its own context (SPEC §11).
+            // SAFETY: integrator callback with its own context (BEHAVIOUR.md §11).
             unsafe { f(self.context, bsp) }
         }
     }
 
-    /// The platform's location of `apic_id` (AddProcessor, SPEC §5.2):
+    /// The platform's location of `apic_id` (AddProcessor, BEHAVIOUR.md §5.2):
     /// `None` without the hook or when it does not return EFI_SUCCESS.
     pub fn processor_location(
         &self,
@@ -338,7 +338,7 @@ impl MmMpPlatform {
         handler: CpuInterruptHandler,
     ) -> Status {
         match self.register_exception_handler {
-            // SAFETY: integrator callback with its own context (SPEC §11).
+            // SAFETY: integrator callback with its own context (BEHAVIOUR.md §11).
             Some(f) => unsafe { f(self.context, exception_type, handler) },
             None => Status::UNSUPPORTED,
         }

@@ -1,4 +1,4 @@
-//! The SMI rendezvous engine (SPEC §6): entry, BSP election, BSP and AP
+//! The SMI rendezvous engine (BEHAVIOUR.md §6): entry, BSP election, BSP and AP
 //! paths in traditional and relaxed mode, MTRR rounds, arrival timeouts
 //! with SMI IPIs, bounded exit. EDK2 counterpart: `SmiRendezvous`,
 //! `BSPHandler`, `APHandler`, `SmmWaitForApArrival` of MpService.c.
@@ -104,7 +104,7 @@ enum Step {
     Leave,
 }
 
-/// Where the arrival wait (SPEC §6.5) stands.
+/// Where the arrival wait (BEHAVIOUR.md §6.5) stands.
 enum Arrival {
     Waiting,
     /// Moved on to the second timeout (IPIs sent).
@@ -116,7 +116,7 @@ enum Arrival {
 /// The stepping CPU's own lines, looked up once per `smi_rendezvous` (or
 /// `rendezvous_step`) instead of at every use: a per-CPU lookup is a bounds
 /// check and a multiply, and the phases use these on every step
-/// (docs/PERFORMANCE.md [2]).
+/// (docs/ARCHITECTURE.md, "Rules from the measurements").
 struct Me<'a> {
     cpu: usize,
     state: &'a CpuState,
@@ -160,8 +160,9 @@ impl Instance {
     /// The phases are taken in their order (`phases_in_order`), each handler
     /// by a direct call: a `match` on the phase at every hand-off made a
     /// 2-CPU SMI 4–7 % (traditional) and 8–9 % (relaxed) slower
-    /// (docs/PERFORMANCE.md [2], "Sixth session"). The one move back to an earlier phase (an
-    /// AP whose give-up is refused joins after all) starts the order again.
+    /// (docs/ARCHITECTURE.md, "Rules from the measurements"). The one move
+    /// back to an earlier phase (an AP whose give-up is refused joins after
+    /// all) starts the order again.
     fn run(&self, me: &Me, stepping: bool) -> Poll {
         if self.no_rendezvous(me) {
             return Poll::Ready;
@@ -269,8 +270,8 @@ impl Instance {
     /// changes only when a broadcast is published) — not its own CPU state or busy
     /// flag, which the BSP reads: a spin that also reads a line another CPU
     /// reads or writes loses it to that CPU on every access (migratory
-    /// sharing) and costs a pipeline flush per snoop (docs/PERFORMANCE.md
-    /// [1]). What this AP finished last it keeps in a local. Runs the
+    /// sharing) and costs a pipeline flush per snoop (docs/ARCHITECTURE.md,
+    /// "Rules from the measurements"). What this AP finished last it keeps in a local. Runs the
     /// calls; returns on a run count (#8) or when a call came back lost
     /// (`true`).
     fn ap_loop_spin(&self, me: &Me) -> bool {
@@ -340,7 +341,7 @@ impl Instance {
     // -- helpers ------------------------------------------------------------
 
     /// Whether this CPU, not in an SMI yet, takes no part in this one: an
-    /// empty slot, or a hot-added CPU's first SMI (SPEC §5.3), which only
+    /// empty slot, or a hot-added CPU's first SMI (BEHAVIOUR.md §5.3), which only
     /// initialises it and does not check in (the counter is untouched). The
     /// SMI number is recorded so that a rendezvous running at the same time
     /// does not wait for this CPU (`is_expected`).
@@ -484,7 +485,8 @@ impl Instance {
     /// decides with `all_arrived_now` (`arrival_wait`). Every kept count
     /// is dropped where a CPU stops being expected (removed, marked lost:
     /// `forget_arrival_counts`). Polling the arriving CPU's lines on every
-    /// look delayed its check-in: docs/PERFORMANCE.md [2].
+    /// look delayed its check-in (docs/ARCHITECTURE.md, "Rules from the
+    /// measurements").
     fn all_arrived_except_blocked(&self, bsp: &CpuState) -> bool {
         let arrived = self.arrival().value();
         if arrived != SEMAPHORE_LOCKED && arrived as usize >= self.number_of_cpus() {
@@ -520,7 +522,7 @@ impl Instance {
         arrived.saturating_add(blocked).saturating_add(disabled) >= expected
     }
 
-    /// One look at the arrival wait of SPEC §6.5 (EDK2 `SmmWaitForApArrival`)
+    /// One look at the arrival wait of BEHAVIOUR.md §6.5 (EDK2 `SmmWaitForApArrival`)
     /// for the BSP `cpu`, in round `second` (after the IPIs) or the first.
     fn arrival_wait(&self, cpu: usize, state: &CpuState, second: bool) -> Arrival {
         let all = self.all_arrived_except_blocked(state);
@@ -631,7 +633,7 @@ impl Instance {
         // took it away from the BSP on the SMI's critical path. Without
         // election the index never changes after init, so it is not read
         // either: the BSP writes the line as it enters, just before "BSP
-        // inside" (docs/PERFORMANCE.md [2], "Eighth session").
+        // inside" (docs/ARCHITECTURE.md, "Rules from the measurements").
         if !bsp_inside {
             let bsp = if self.settings.bsp_election {
                 // Acquire: pairs with the election above (ours or a winner's).
@@ -981,7 +983,7 @@ impl Instance {
     /// broadcast SMIs, and a platform election hook that names another
     /// CPU, as OVMF's names the boot CPU) is dropped after the first
     /// timeout: the MMI it carried never runs. Here the likely BSP is
-    /// pulled in and runs it (SPEC §10.3: the AP must pull in the BSP).
+    /// pulled in and runs it (BEHAVIOUR.md §10.3: the AP must pull in the BSP).
     fn ap_ipi_target(&self, me: &Me) -> Option<u64> {
         let control = self.control();
         // Acquire: pairs with the election.
@@ -1124,7 +1126,7 @@ impl Instance {
 
     // -- §6.7 EDKII_SMM_CPU_RENDEZVOUS_PROTOCOL -------------------------------
 
-    /// `WaitForAllProcessor (BlockingMode)` (SPEC §6.7).
+    /// `WaitForAllProcessor (BlockingMode)` (BEHAVIOUR.md §6.7).
     pub fn wait_for_all_processor(&self, blocking: bool) -> Status {
         let control = self.control();
         // Relaxed: written by the BSP, which is the caller (handlers run on it).

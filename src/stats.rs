@@ -1,4 +1,4 @@
-//! Per-instance statistics (issue 3): what happened, readable by the
+//! Per-instance statistics (BEHAVIOUR.md §11): what happened, readable by the
 //! integrator through `MmMpGetStatistics`. Counters only grow; each is a
 //! Relaxed `fetch_add` — they order nothing, and a reader only needs each
 //! counter's own value.

@@ -1,4 +1,4 @@
-//! SmmCpuSyncLib-compatible semaphores (SPEC §7, §6.6, §11 `MmMpSync*`).
+//! SmmCpuSyncLib-compatible semaphores (BEHAVIOUR.md §7, §6.6, §11 `MmMpSync*`).
 //!
 //! EDK2 counterpart: `UefiCpuPkg/Library/SmmCpuSyncLib` (the
 //! `SMM_CPU_SYNC_CONTEXT` and its eleven functions).
@@ -130,8 +130,8 @@ impl<'a> SyncView<'a> {
 
     /// `SmmCpuSyncContextReset`: the arrival count goes back to 0 and the
     /// door opens. The run semaphores are not touched: a correct flow has
-    /// balanced every release with a wait, so they are already 0 (SPEC
-    /// §6.6). Called by one CPU once every CPU is ready to leave the SMI.
+    /// balanced every release with a wait, so they are already 0
+    /// (BEHAVIOUR.md §6.6). Called by one CPU once every CPU is ready to leave the SMI.
     pub fn reset(&self) {
         // Relaxed store, published by the Release of `set` just below: a
         // CPU that reads the reopened counter (Acquire in `value`) also
@@ -384,7 +384,7 @@ pub struct SyncContext {
 /// `line` bytes (0 = 64) needs.
 ///
 /// Errors (the caller-memory variant's rules, aligned with
-/// `MmMpGetRequiredSize`/`MmMpInitialize` of SPEC §11 rather than with
+/// `MmMpGetRequiredSize`/`MmMpInitialize` of BEHAVIOUR.md §11 rather than with
 /// EDK2's allocating `SmmCpuSyncContextInit`, which reports a size overflow
 /// as `BUFFER_TOO_SMALL`):
 /// * `EFI_INVALID_PARAMETER` — `cpus` is 0 or above [`MAX_SYNC_CPUS`]

@@ -1,4 +1,4 @@
-//! The token pool (SPEC §3): a fixed array of [`Token`]s inside the
+//! The token pool (BEHAVIOUR.md §3): a fixed array of [`Token`]s inside the
 //! caller's region, an intrusive FIFO of the tokens in use (the link lives
 //! in the token), and handles that encode slot + sequence number.
 //!
@@ -71,7 +71,7 @@ impl Token {
         }
     }
 
-    /// AP: one participant finished with `status` (SPEC §2.2 "store the
+    /// AP: one participant finished with `status` (BEHAVIOUR.md §2.2 "store the
     /// status, then complete the token").
     pub fn complete_one(&self, status: Status) {
         if status.is_error() {

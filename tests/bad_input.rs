@@ -1,6 +1,6 @@
-//! The bad-input matrix (issue 7, part 3): ONE table with every
-//! invalid-argument row of SPEC §2, §4, §5, §7 and §11. Each row makes one
-//! call through the C ABI, asserts the status SPEC names and that the
+//! The bad-input matrix: ONE table with every
+//! invalid-argument row of BEHAVIOUR.md §2, §4, §5, §7 and §11. Each row makes one
+//! call through the C ABI, asserts the status BEHAVIOUR.md names and that the
 //! observable state is unchanged: a [`Snapshot`] taken before and after
 //! (every slot's GetProcessorInfo, GetNumberOfProcessors, the statistics,
 //! the current BSP, the state and result of the live and stale tokens of
@@ -10,7 +10,7 @@
 //! §7 compare the sync context's bytes and arrived count; rows of §11
 //! (sizing and initialisation) compare the caller's buffer and out-values.
 //!
-//! Rows run where SPEC places them: outside an SMI, or inside one of four
+//! Rows run where BEHAVIOUR.md places them: outside an SMI, or inside one of four
 //! stepped SMIs whose handler first builds the state the row needs (a busy
 //! AP with a running token, a full pool, an AP with a pending removal, an
 //! absent AP, an empty slot, no AP at all).
@@ -94,7 +94,7 @@ struct Fix {
 unsafe impl Send for Fix {}
 unsafe impl Sync for Fix {}
 
-/// A sync context (SPEC §7) with 4 CPUs: two checked in, door locked.
+/// A sync context (BEHAVIOUR.md §7) with 4 CPUs: two checked in, door locked.
 struct SyncFix {
     mem: Vec<u8>,
     off: usize,
@@ -1354,7 +1354,7 @@ fn base_tables() -> (Vec<ProcessorInformation>, MmMpConfig, MmMpPlatform) {
 }
 
 /// Initialize with a tweaked configuration: the status, with the buffer
-/// and *Instance checked untouched (SPEC §11: nothing is written on error).
+/// and *Instance checked untouched (BEHAVIOUR.md §11: nothing is written on error).
 fn init_case(
     tweak: fn(&mut MmMpConfig, &mut MmMpPlatform),
     shift: usize,

@@ -1,4 +1,4 @@
-//! The C header `include/mm_mp.h` and the C API as C sees it (SPEC §1.1,
+//! The C header `include/mm_mp.h` and the C API as C sees it (BEHAVIOUR.md §1.1,
 //! §11). Every check compiles real C with the system C compiler (`$CC`, else
 //! `cc`) and, where it runs code, links the static library this `cargo test`
 //! built:
@@ -9,8 +9,8 @@
 //!   in one unit, and for IA32 (`-m32 -ffreestanding`, when available);
 //! * `tests/c/efiapi_check.c`: every export, protocol member and procedure
 //!   type is ms_abi (assigned to explicitly attributed pointer types under
-//!   `-Werror=incompatible-pointer-types`), and the exports return the SPEC
-//!   §11 statuses for bad arguments;
+//!   `-Werror=incompatible-pointer-types`), and the exports return the
+//!   BEHAVIOUR.md §11 statuses for bad arguments;
 //! * `tests/c/efiapi_negative.c`: mixing a SysV pointer with an EFIAPI one
 //!   does not compile, so the positive check is meaningful;
 //! * `tests/c/edk2_mode.c`: after (stub) EDK2 headers, the header reuses
@@ -37,7 +37,7 @@ const GENERATED: &str = include_str!(concat!(env!("OUT_DIR"), "/mm_mp.h"));
 
 const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
 
-/// The warning set of SPEC §1.1 (plus -Wall -Wextra).
+/// The warning set of BEHAVIOUR.md §1.1 (plus -Wall -Wextra).
 const STRICT: &[&str] = &[
     "-Wall",
     "-Wextra",
@@ -49,7 +49,7 @@ const STRICT: &[&str] = &[
 /// `cargo test` build of the library links std).
 const LINK_LIBS: &[&str] = &["-lpthread", "-ldl", "-lm"];
 
-/// SPEC §11 functions that not every version of the header declares yet;
+/// BEHAVIOUR.md §11 functions that not every version of the header declares yet;
 /// the C checks cover each one the header has (`-DMM_MP_HAS_<name>=1`).
 const OPTIONAL_EXPORTS: &[&str] = &[
     "MmMpGetStatistics",
@@ -68,7 +68,7 @@ const OPTIONAL_EXPORTS: &[&str] = &[
     "MmMpSyncReleaseBsp",
 ];
 
-/// Every function of SPEC §11.
+/// Every function of BEHAVIOUR.md §11.
 const SPEC_EXPORTS: &[&str] = &[
     "MmMpGetRequiredSize",
     "MmMpInitialize",
@@ -204,7 +204,7 @@ fn c_file(name: &str) -> String {
     root().join("tests/c").join(name).display().to_string()
 }
 
-/// `-DMM_MP_HAS_<name>=1` for every optional SPEC §11 function the header declares.
+/// `-DMM_MP_HAS_<name>=1` for every optional BEHAVIOUR.md §11 function the header declares.
 fn has_flags(header: &str) -> Vec<String> {
     OPTIONAL_EXPORTS
         .iter()
@@ -438,7 +438,7 @@ fn header_compiles_standalone() {
         eprintln!("note: no C++ compiler ({cxx}); C++ check skipped");
     }
 
-    // IA32 (SPEC: UINTN is 32 bits there, errors use bit 31). Freestanding,
+    // IA32 (BEHAVIOUR.md §1.2: UINTN is 32 bits there, errors use bit 31). Freestanding,
     // so only the compiler's own <stdint.h> is needed.
     let ia32 = dir.join("ia32.c");
     fs::write(
@@ -485,7 +485,7 @@ fn header_compiles_standalone() {
     }
 }
 
-/// SPEC §1.1: the EFIAPI proof, compile time and run time.
+/// BEHAVIOUR.md §1.1: the EFIAPI proof, compile time and run time.
 #[test]
 #[cfg(target_arch = "x86_64")]
 fn efiapi_check_compiles_links_and_passes() {
@@ -508,7 +508,7 @@ fn efiapi_check_compiles_links_and_passes() {
 }
 
 /// The EFIAPI table of efiapi_check.c covers every function the header
-/// declares: a new export must be added there (SPEC §1.1 asks for all).
+/// declares: a new export must be added there (BEHAVIOUR.md §1.1 asks for all).
 #[test]
 fn efiapi_check_covers_every_export() {
     let check = fs::read_to_string(c_file("efiapi_check.c")).expect("efiapi_check.c");
@@ -531,7 +531,7 @@ fn efiapi_check_covers_every_export() {
     );
 }
 
-/// SPEC §1.1: the attribute is really there — a SysV pointer type does not
+/// BEHAVIOUR.md §1.1: the attribute is really there — a SysV pointer type does not
 /// accept the header's EFIAPI functions (and the other way round).
 #[test]
 #[cfg(target_arch = "x86_64")]
@@ -563,7 +563,7 @@ fn efiapi_negative_cases_do_not_compile() {
     }
 }
 
-/// SPEC §11: inside EDK2 the header reuses EDK2's types (stub headers of
+/// BEHAVIOUR.md §11: inside EDK2 the header reuses EDK2's types (stub headers of
 /// our own in tests/c/edk2-stub), detected from MDE_CPU_X64 or from
 /// MM_MP_USE_EDK2_TYPES; and a call through those declarations works.
 #[test]
@@ -645,7 +645,7 @@ fn edk2_mode_reuses_edk2_types() {
     run(Command::new(&exe)).unwrap_or_else(|e| panic!("edk2_mode failed:\n{e}"));
 }
 
-/// Every function of SPEC §11 has an EFIAPI prototype in the header.
+/// Every function of BEHAVIOUR.md §11 has an EFIAPI prototype in the header.
 #[test]
 fn header_declares_every_spec_function() {
     let missing: Vec<&str> = SPEC_EXPORTS

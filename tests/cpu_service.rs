@@ -1,6 +1,6 @@
-//! EFI_SMM_CPU_SERVICE_PROTOCOL and CPU hot-plug (SPEC §5): every row of
+//! EFI_SMM_CPU_SERVICE_PROTOCOL and CPU hot-plug (BEHAVIOUR.md §5): every row of
 //! §5.2, the §5.3 timing (pending operations applied at SMI exit, a
-//! hot-added CPU's init-only first SMI), the MM MP interaction (SPEC §2
+//! hot-added CPU's init-only first SMI), the MM MP interaction (BEHAVIOUR.md §2
 //! "present AP"), hot-add / hot-remove / SwitchBsp / WhoAmI on the
 //! simulated machine in both sync modes with 4 and 8 CPUs, and a long
 //! add/remove cycle checking for stale state.

@@ -1,6 +1,6 @@
 //! Deterministic tests: one thread plays every CPU, stepping each one's
-//! rendezvous state machine in the order the test picks (SPEC §10.4 and
-//! every [DIFF] of SPEC §2).
+//! rendezvous state machine in the order the test picks (BEHAVIOUR.md §10.4 and
+//! every [DIFF] of BEHAVIOUR.md §2).
 mod common;
 
 use std::sync::atomic::Ordering;
@@ -17,7 +17,7 @@ fn arg(r: &Arc<Record>) -> *mut std::ffi::c_void {
     Arc::as_ptr(r) as *mut std::ffi::c_void
 }
 
-/// SPEC §10.4: Dispatch(AP1,&A); Dispatch(AP2,&B); Dispatch(AP3,&C);
+/// BEHAVIOUR.md §10.4: Dispatch(AP1,&A); Dispatch(AP2,&B); Dispatch(AP3,&C);
 /// Check(A) must find A; checks in any order.
 #[test]
 fn scenario_10_4_several_tokens_checked_in_any_order() {
@@ -424,7 +424,7 @@ fn token_exhaustion_and_recycling() {
         c.eq("A's handle is stale now", sim.check(a), Status::NOT_FOUND);
         c.eq("B still valid", sim.wait(b), Status::SUCCESS);
         c.eq("C valid", sim.wait(t3), Status::SUCCESS);
-        // A long dispatch-then-wait loop never runs out (SPEC §3).
+        // A long dispatch-then-wait loop never runs out (BEHAVIOUR.md §3).
         for i in 0..50 {
             let mut t = NULL_TOKEN;
             c.eq(
@@ -894,7 +894,7 @@ fn assert_joined(sim: &Sim, rec: &Record, relaxed: bool) {
     assert_eq!(sim.instance().run_sem(1).unwrap().value(), 0);
 }
 
-/// Found by the benchmarks under load (issue 6): an AP gives up waiting
+/// Found by the benchmarks under load: an AP gives up waiting
 /// for the BSP in the very moment the BSP comes in and locks the door
 /// with the AP counted. The AP's check-out is then refused; if it left,
 /// the relaxed BSP would wait forever for its Present flag (EDK2 does).
@@ -933,7 +933,7 @@ fn ap_giving_up_as_the_bsp_locks_the_door_joins_instead() {
 }
 
 /// The same race with the AP in `MmMpSmiRendezvous`, which takes the
-/// phases in their order (issue 6): the refused give-up sends the AP back
+/// phases in their order: the refused give-up sends the AP back
 /// to an earlier phase, out of that order, and the SMI must still end with
 /// the AP joined. The AP runs on this thread; its pauses step the BSP,
 /// which enters from inside the clock read that decides the give-up.

@@ -1,5 +1,5 @@
-//! Fault injection on the simulated machine (issue 7, part 4). Every test
-//! finishes in bounded time; each names the SPEC rule it checks.
+//! Fault injection on the simulated machine. Every test finishes in
+//! bounded time; each names the BEHAVIOUR.md rule it checks.
 //!
 //! | fault | test | machine |
 //! |---|---|---|
@@ -96,7 +96,7 @@ fn nonblocking_broadcasts(sim: &Sim, rec: &Arc<Record>) -> Arc<Mutex<Vec<Box<[St
     arrays
 }
 
-/// SPEC §6.5, §10.8: an AP that never arrives. The BSP waits timeout 1,
+/// BEHAVIOUR.md §6.5, §10.8: an AP that never arrives. The BSP waits timeout 1,
 /// sends it an SMI IPI, waits timeout 2, goes on without it; it is left out
 /// of broadcasts, Dispatch to it is EFI_INVALID_PARAMETER, the rendezvous
 /// protocol reports EFI_TIMEOUT; the next SMI with the AP back includes it.
@@ -166,7 +166,7 @@ fn ap_never_arrives() {
     }
 }
 
-/// SPEC §6.4 step 1, §10.8: the fixed BSP never arrives. Every AP waits
+/// BEHAVIOUR.md §6.4 step 1, §10.8: the fixed BSP never arrives. Every AP waits
 /// timeout 1, sends the BSP an SMI IPI, waits timeout 2, checks out and
 /// leaves; no handler runs, the arrival counter is back at 0, and the next
 /// SMI with the BSP works.
@@ -218,7 +218,7 @@ fn bsp_never_arrives() {
     }
 }
 
-/// SPEC §6.1: with a SwitchBsp pending only the candidate may win. If it
+/// BEHAVIOUR.md §6.1: with a SwitchBsp pending only the candidate may win. If it
 /// never arrives, the other CPUs give up after the two timeouts (no
 /// handler, nothing corrupted); the SwitchBsp stays pending and the first
 /// SMI the candidate takes part in makes it the BSP.
@@ -276,7 +276,7 @@ unsafe extern "efiapi" fn proc_stuck_on_2(arg: *mut c_void) -> Status {
     Status::SUCCESS
 }
 
-/// SPEC §2.7, §6.3 step 4, §10.8: a broadcast procedure that never
+/// BEHAVIOUR.md §2.7, §6.3 step 4, §10.8: a broadcast procedure that never
 /// returns on one AP. The non-blocking token times out (Wait: EFI_TIMEOUT,
 /// GetTokenResult: EFI_TIMEOUT), the stuck AP's CPUStatus is EFI_TIMEOUT
 /// and the others' EFI_SUCCESS; it stays busy (EFI_NOT_READY); at SMI exit
@@ -420,7 +420,7 @@ fn broadcast_procedure_never_returns() {
     }
 }
 
-/// SPEC §6.2 step 4, §10.7: an AP that arrives late, at every point of the
+/// BEHAVIOUR.md §6.2 step 4, §10.7: an AP that arrives late, at every point of the
 /// SMI (before the door is locked, while the handlers run, while the BSP
 /// ends the SMI, after it). It joins only if it checked in before the
 /// door was locked; otherwise it does not disturb the SMI and leaves when
@@ -505,7 +505,7 @@ fn late_ap_at_every_point() {
     }
 }
 
-/// SPEC §5.2, §5.3, §10.6: RemoveProcessor while a broadcast to that AP is
+/// BEHAVIOUR.md §5.2, §5.3, §10.6: RemoveProcessor while a broadcast to that AP is
 /// still pending. The accepted call runs to completion (status and token as
 /// usual); new Dispatch/Broadcast see the pending removal
 /// (EFI_INVALID_PARAMETER); the slot is empty at once (GetProcessorInfo
@@ -614,7 +614,7 @@ fn cpu_removed_while_broadcast_pending() {
     }
 }
 
-/// SPEC §2.7, §6.5 with a tick counter that wraps past 2^64: deadlines are
+/// BEHAVIOUR.md §2.7, §6.5 with a tick counter that wraps past 2^64: deadlines are
 /// measured as elapsed ticks, so a deadline that spans the wrap expires
 /// exactly when its time has passed — not at once, not never — for token
 /// deadlines and for the arrival timeouts.
@@ -670,7 +670,7 @@ fn time_wraps() {
 }
 
 /// A time source that jumps backwards (it breaks the "monotonic" contract
-/// of SPEC §11): elapsed time is then huge, so every wait in progress ends
+/// of BEHAVIOUR.md §11): elapsed time is then huge, so every wait in progress ends
 /// at once — early, never late, never a hang. A non-blocking call reports
 /// EFI_TIMEOUT and is not run; the arrival wait ends; the next SMI with a
 /// sane clock is normal.
@@ -734,7 +734,7 @@ fn time_jumps_backwards() {
     assert_eq!(sim.stats().timeouts, 1, "the arrival wait");
 }
 
-/// SPEC §6.6 / §7 through the C ABI: the 32-bit counters at their limits.
+/// BEHAVIOUR.md §6.6 / §7 through the C ABI: the 32-bit counters at their limits.
 /// A check-in that would turn the arrival count into the "locked" value is
 /// refused (EFI_ABORTED) instead of locking the door; a check-out at 0 is
 /// refused instead of wrapping; the count after a lock is the count at the
@@ -882,7 +882,7 @@ impl Rng {
     }
 }
 
-/// SPEC §6.3 step 9 / §6.4 step 4: a second SMI starting while CPUs are
+/// BEHAVIOUR.md §6.3 step 9 / §6.4 step 4: a second SMI starting while CPUs are
 /// still leaving the first. 400 random interleavings per mode of 4 CPUs
 /// that each enter SMM twice (a CPU that left may enter again while others
 /// are still in the first SMI's exit, or still arriving): every CPU leaves
@@ -977,7 +977,7 @@ fn finish_smi_of_0_1_3(sim: &Sim) {
 }
 
 /// AP 2's procedure on the stepped machine. It runs inside AP 2's step
-/// and does not return until the BSP has marked AP 2 lost (SPEC §2.7,
+/// and does not return until the BSP has marked AP 2 lost (BEHAVIOUR.md §2.7,
 /// §6.3 step 4) and a whole next SMI of CPUs 0, 1 and 3 has run: it steps
 /// those CPUs itself and moves the manual clock on.
 unsafe extern "efiapi" fn proc_stuck_through_next_smi(arg: *mut c_void) -> Status {
@@ -1002,11 +1002,11 @@ unsafe extern "efiapi" fn proc_stuck_through_next_smi(arg: *mut c_void) -> Statu
     Status::SUCCESS
 }
 
-/// SPEC §6.5 after §2.7: while an AP marked lost is still stuck, the next
-/// SMI does not wait for it — no arrival timeout, no IPI — even though the
-/// BSP's arrival wait of the SMI before counted it as expected (the wait
-/// keeps its count between looks and SMIs; marking an AP lost must drop
-/// it: docs/PERFORMANCE.md [2]).
+/// BEHAVIOUR.md §6.5 after §2.7: while an AP marked lost is still stuck,
+/// the next SMI does not wait for it — no arrival timeout, no IPI — even
+/// though the BSP's arrival wait of the SMI before counted it as expected
+/// (the wait keeps its count between looks and SMIs; marking an AP lost
+/// must drop it: docs/ARCHITECTURE.md, "Rules from the measurements").
 #[test]
 fn lost_ap_is_not_waited_for_in_the_next_smi() {
     let sim = machine(clocked(TICK));

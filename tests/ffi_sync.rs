@@ -1,4 +1,4 @@
-//! The `MmMpSync*` exports (SPEC §7, §11) through the C ABI: set-up rules,
+//! The `MmMpSync*` exports (BEHAVIOUR.md §7, §11) through the C ABI: set-up rules,
 //! hostile arguments, and EDK2's BSP/AP flow on real threads.
 mod common;
 

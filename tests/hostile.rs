@@ -1,5 +1,5 @@
 //! Hostile input (proptest): no input to an exported function panics or
-//! writes out of bounds; bad input gets the status SPEC §11 names and
+//! writes out of bounds; bad input gets the status BEHAVIOUR.md §11 names and
 //! changes nothing.
 mod common;
 
@@ -86,7 +86,7 @@ fn cfg_strategy() -> impl Strategy<Value = Cfg> {
         )
 }
 
-/// The outcome SPEC §11 predicts for a configuration, before buffer checks.
+/// The outcome BEHAVIOUR.md §11 predicts for a configuration, before buffer checks.
 fn expected(c: &Cfg) -> Option<Status> {
     let line_ok = c.line == 0 || (c.line.is_power_of_two() && c.line >= 16);
     if c.revision != 1
@@ -184,7 +184,7 @@ proptest! {
     }
 
     /// Random service calls with hostile arguments from the BSP of a real
-    /// (stepped) SMI: every status is one SPEC allows and nothing breaks.
+    /// (stepped) SMI: every status is one BEHAVIOUR.md allows and nothing breaks.
     #[test]
     fn services_take_any_argument(calls in proptest::collection::vec((0u8..7, any::<usize>(), any::<usize>(), any::<bool>()), 1..40)) {
         let sim = Sim::new(Options::new(4).tokens(3));

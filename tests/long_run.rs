@@ -1,4 +1,4 @@
-//! The long run (issues 3 and 7): many SMIs mixing every SMI source
+//! The long run: many SMIs mixing every SMI source
 //! (broadcast, unicast from the BSP, unicast from an AP) on machines in
 //! traditional and in relaxed mode, with and without CPU hot-plug, with
 //! exact procedure counts and every semaphore balanced after every SMI.
@@ -135,7 +135,7 @@ fn run(relaxed: bool, n: usize, total: usize) -> (std::time::Duration, MmMpStati
 
 /// Hot-plug mixed in: 4 CPUs and one hot-pluggable slot; every
 /// `HOT_PLUG_EVERY` SMIs the platform reserves the slot, the BSP adds the
-/// CPU (SPEC §5.2), its first SMI initialises it, it works in the next
+/// CPU (BEHAVIOUR.md §5.2), its first SMI initialises it, it works in the next
 /// SMIs and is removed again (ejected at SMI end). Between those, the same
 /// work and sources as `run`. Returns (time, statistics, cycles).
 fn run_hot_plug(relaxed: bool, total: usize) -> (std::time::Duration, MmMpStatistics, usize) {
@@ -157,7 +157,7 @@ fn run_hot_plug(relaxed: bool, total: usize) -> (std::time::Duration, MmMpStatis
     let (c, o) = (counts.clone(), op.clone());
     m.sim.set_handler(move |sim, bsp| {
         // The work first: a CPU with a pending removal makes Broadcast
-        // return EFI_INVALID_PARAMETER (SPEC §2.3 step 5).
+        // return EFI_INVALID_PARAMETER (BEHAVIOUR.md §2.3 step 5).
         work(sim, bsp, &c, relaxed);
         match o.load(Ordering::SeqCst) {
             1 => {

@@ -304,7 +304,7 @@ fn broadcast_token_completion() {
 }
 
 /// An AP joins while the BSP takes its snapshot and publishes (relaxed
-/// mode's late arrival, SPEC §2.3 step 4): it runs the broadcast exactly
+/// mode's late arrival, BEHAVIOUR.md §2.3 step 4): it runs the broadcast exactly
 /// when the snapshot counted it, the token completes with the count, and
 /// the in-flight count returns to zero. Each AP thread looks at the
 /// descriptor once; its dispatch loop's later looks happen on the BSP's
@@ -355,7 +355,7 @@ fn broadcast_races_with_late_joiner() {
 }
 
 /// A member's share of a broadcast timed out, then marked lost, while the
-/// AP takes it (SPEC §2.7, §6.3 step 4). The member's flag holds the tag
+/// AP takes it (BEHAVIOUR.md §2.7, §6.3 step 4). The member's flag holds the tag
 /// of an older broadcast (not the previous tag, as an AP that missed
 /// broadcasts has): exactly one side owns its status entry, the AP reports
 /// "lost" exactly when the mark landed first, and the flag ends DONE.
@@ -409,7 +409,7 @@ fn blocking_dispatch_handoff_twice() {
     });
 }
 
-/// Timeout race (SPEC §2.7): the BSP abandons while the AP finishes.
+/// Timeout race (BEHAVIOUR.md §2.7): the BSP abandons while the AP finishes.
 /// Exactly one side owns the status word; the AP always ends FREE.
 #[test]
 fn abandon_races_with_finish() {
@@ -448,7 +448,7 @@ fn abandon_races_with_finish() {
 }
 
 /// A timed-out call that the end of the SMI then marks lost, against the
-/// AP discarding it (SPEC §2.7, §6.3 step 4): the AP reports "lost" exactly
+/// AP discarding it (BEHAVIOUR.md §2.7, §6.3 step 4): the AP reports "lost" exactly
 /// when the mark landed before its discard, never writes the status word,
 /// never runs a call abandoned before it started, and the mailbox ends free.
 #[test]
@@ -468,7 +468,7 @@ fn lost_mark_races_with_discard() {
     });
 }
 
-/// Check-in against lock-down (SPEC §6.6): a CPU whose check-in succeeded
+/// Check-in against lock-down (BEHAVIOUR.md §6.6): a CPU whose check-in succeeded
 /// is counted in the locked value; one that failed is not.
 #[test]
 fn check_in_versus_lock_door() {

@@ -1,4 +1,4 @@
-//! loom models of the SmmCpuSyncLib-compatible semaphores (SPEC §7, §6.6).
+//! loom models of the SmmCpuSyncLib-compatible semaphores (BEHAVIOUR.md §7, §6.6).
 //!
 //! Run with
 //! `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 cargo test --release --target-dir target/loom --test loom_sync`.

@@ -1,13 +1,13 @@
-//! Model-based testing (issue 7, part 1): a plain reference model of SPEC
-//! §2–§5 and random call sequences (proptest, with shrinking) played
-//! against the real library through the C ABI (the protocol members and
+//! Model-based testing: a plain reference model of BEHAVIOUR.md §2–§5
+//! and random call sequences (proptest, with shrinking) played against the
+//! real library through the C ABI (the protocol members and
 //! the `MmMp*` exports) on the deterministic stepped machine.
 //!
 //! * The model ([`Model`]) knows nothing of the library's code: slots,
 //!   records, pending operations, who is present, which AP runs which call,
-//!   the token pool of SPEC §3 (capacity, recycling of observed completed
+//!   the token pool of BEHAVIOUR.md §3 (capacity, recycling of observed completed
 //!   tokens, oldest first), CPUStatus words, procedure run counts,
-//!   statistics and time. For every call it predicts the status SPEC names
+//!   statistics and time. For every call it predicts the status BEHAVIOUR.md names
 //!   and the effects; after every call the whole observable state is
 //!   compared ([`Runner::compare`]). Any difference fails the case and
 //!   proptest shrinks the sequence.
@@ -86,7 +86,7 @@ unsafe extern "efiapi" fn proc_legacy(arg: *mut c_void) {
     c.legacy[current_cpu()].fetch_add(1, Ordering::SeqCst);
 }
 
-/// The startup procedure (SPEC §2.4): counts when given an argument.
+/// The startup procedure (BEHAVIOUR.md §2.4): counts when given an argument.
 unsafe extern "efiapi" fn proc_startup(arg: *mut c_void) {
     if let Some(c) = counters(arg) {
         c.startup[current_cpu()].fetch_add(1, Ordering::SeqCst);
@@ -432,7 +432,7 @@ impl Model {
         }
     }
 
-    /// SPEC §2 "caller is an AP", as far as GetApicId tells.
+    /// BEHAVIOUR.md §2 "caller is an AP", as far as GetApicId tells.
     fn caller_is_ap(&self) -> bool {
         let me = if self.caller == NONE {
             INVALID_APIC_ID
@@ -452,7 +452,7 @@ impl Model {
         Ok(())
     }
 
-    /// SPEC §2.2 checks 1–5.
+    /// BEHAVIOUR.md §2.2 checks 1–5.
     fn check_target(&self, cpu: usize) -> Result<(), Status> {
         if cpu == self.bsp
             || cpu >= self.n
@@ -465,7 +465,7 @@ impl Model {
         Ok(())
     }
 
-    /// SPEC §2.2 checks 6–7 and the live-token check (§2.3 1–3 alike).
+    /// BEHAVIOUR.md §2.2 checks 6–7 and the live-token check (§2.3 1–3 alike).
     fn check_call(
         &self,
         timeout: u16,
@@ -496,7 +496,7 @@ impl Model {
             .is_some_and(|i| self.pool[i].state == TState::Running)
     }
 
-    /// SPEC §3: a fresh slot, else recycle the oldest observed completed one.
+    /// BEHAVIOUR.md §3: a fresh slot, else recycle the oldest observed completed one.
     fn alloc(&mut self, participants: Vec<usize>, timeout_us: u64) -> Option<u64> {
         if self.pool.len() >= self.cap {
             let i = self
@@ -588,7 +588,7 @@ impl Model {
         deadline.is_some_and(|(start, ticks)| self.now.wrapping_sub(start) >= ticks)
     }
 
-    /// Check/Wait/GetTokenResult's look at a token (SPEC §2.5, §2.7).
+    /// Check/Wait/GetTokenResult's look at a token (BEHAVIOUR.md §2.5, §2.7).
     fn poll(&mut self, handle: usize) -> Option<usize> {
         let i = self.find(handle)?;
         if self.pool[i].state == TState::Running
@@ -635,7 +635,7 @@ impl Model {
             .map_or(Vec::new(), |i| self.pool[i].left.clone())
     }
 
-    /// Whether the BSP waits for slot `s` (SPEC §5.3): non-empty, past its
+    /// Whether the BSP waits for slot `s` (BEHAVIOUR.md §5.3): non-empty, past its
     /// init-only first SMI — which must not have been taken for the SMI at
     /// hand (it never checks in to that one) — and not added in this SMI.
     fn expected_cpu(&self, s: usize) -> bool {
@@ -865,7 +865,7 @@ impl Runner {
                     Err(e) => e,
                     Ok(()) if *null_proc => Status::INVALID_PARAMETER,
                     Ok(()) => {
-                        // A busy AP is waited for (SPEC §4): its call ends first.
+                        // A busy AP is waited for (BEHAVIOUR.md §4): its call ends first.
                         m.complete(cpu);
                         m.stats.dispatches += 1;
                         m.busy[cpu] = Some(MCall::new(None, Target::None, true));
@@ -1002,7 +1002,7 @@ impl Runner {
                     m.records[cpu].processor_id = INVALID_APIC_ID;
                     m.needs_init[cpu] = false;
                     m.hp_ids[cpu] = INVALID_APIC_ID;
-                    // Decision (docs/RELIABILITY.md): a removed CPU cannot win
+                    // BEHAVIOUR.md §5.2: a removed CPU cannot win
                     // the next election, so its SwitchBsp is cancelled.
                     if m.candidate == Some(cpu) {
                         m.candidate = None;
@@ -1361,7 +1361,7 @@ impl Runner {
         self.thaw(sim, &[]);
         // The handler runs on the BSP.
         self.model.caller = self.model.bsp;
-        // Relaxed (SPEC §6.1): the BSP runs the handlers at once; the APs of
+        // Relaxed (BEHAVIOUR.md §6.1): the BSP runs the handlers at once; the APs of
         // this SMI join the dispatch loop as they arrive. Let every arriving
         // AP get there first, so presence is what the model says.
         let inst = sim.instance();
@@ -1409,7 +1409,7 @@ impl Runner {
 fn same_record(a: &ProcessorInformation, b: &ProcessorInformation) -> bool {
     let bytes = |p: &ProcessorInformation| {
         // SAFETY: ProcessorInformation is 48 bytes of plain integers with no
-        // padding (SPEC §1.6; asserted in src/efi.rs).
+        // padding (BEHAVIOUR.md §1.6; asserted in src/efi.rs).
         unsafe {
             std::slice::from_raw_parts(
                 p as *const _ as *const u8,
@@ -1505,7 +1505,7 @@ fn run_smi(sim: &Sim, runner: &Arc<Mutex<Runner>>, mask: u8, rot: u8) {
     let mut r = runner.lock().unwrap();
     let m = &mut r.model;
     if has_bsp {
-        // SPEC §5.3 / §6.3 steps 8–9.
+        // BEHAVIOUR.md §5.3 / §6.3 steps 8–9.
         for p in m.pending.iter_mut() {
             *p = OP_NONE;
         }
@@ -1590,7 +1590,7 @@ fn run_case(c: &Cfg, ops: &[Op]) -> Result<(), TestCaseError> {
         step_no: 0,
         reopen: None,
     }));
-    // Attributes follow the time source (SPEC §2.7).
+    // Attributes follow the time source (BEHAVIOUR.md §2.7).
     prop_assert_eq!(sim.mp().attributes, c.time as u32);
     loop {
         let next = {
@@ -1639,7 +1639,7 @@ fn cases() -> u32 {
         .unwrap_or(800)
 }
 
-/// SPEC §2–§5 against the model, `MM_MP_MODEL_CASES` random sequences.
+/// BEHAVIOUR.md §2–§5 against the model, `MM_MP_MODEL_CASES` random sequences.
 #[test]
 fn library_follows_the_model() {
     let start = std::time::Instant::now();

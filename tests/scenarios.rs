@@ -1,4 +1,4 @@
-//! SPEC §10.1–§10.3, §10.7, §10.8 on the simulated machine (one thread per
+//! BEHAVIOUR.md §10.1–§10.3, §10.7, §10.8 on the simulated machine (one thread per
 //! CPU, SMI sources, IPIs delivered through the platform hook), in
 //! traditional and relaxed mode, with 4 and 8 CPUs; plus the engine's
 //! options (MTRR rounds, election hook, SMI-blocked CPUs, rendezvous
@@ -570,7 +570,7 @@ fn platform_names_the_bsp() {
     assert_eq!(t.bsps.lock().unwrap().clone(), vec![2; 10]);
 }
 
-/// SPEC §6.5: CPUs the platform reports SMI-blocked count as arrived, so
+/// BEHAVIOUR.md §6.5: CPUs the platform reports SMI-blocked count as arrived, so
 /// even without a time source a missing-but-blocked CPU does not hang it.
 #[test]
 fn blocked_cpus_count_as_arrived() {

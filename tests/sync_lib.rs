@@ -1,4 +1,4 @@
-//! SmmCpuSyncLib-compatible semaphores (SPEC §7, §11 `MmMpSync*`) with
+//! SmmCpuSyncLib-compatible semaphores (BEHAVIOUR.md §7, §11 `MmMpSync*`) with
 //! real threads: N = 2, 4, 8 CPU threads (on any host, yielding while they
 //! wait) play EDK2's flow thousands of times over one context in caller
 //! memory, plus the single-CPU edge cases of the API.
@@ -64,7 +64,7 @@ const BARRIERS: usize = 2;
 
 /// Who does what in SMI `round` of an `n`-CPU machine. The BSP rotates so
 /// that every CPU's run semaphore serves as the AP→BSP channel in turn
-/// (SPEC §6.6: the BSP can change from one SMI to the next).
+/// (BEHAVIOUR.md §6.6: the BSP can change from one SMI to the next).
 struct Roles {
     bsp: usize,
     /// Checks in only after the door is locked (ABORTED, not counted).

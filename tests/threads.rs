@@ -1,5 +1,5 @@
 //! Real-thread tests: N CPU threads (N = 2, 4, 16 on a 2-core machine,
-//! yielding CpuPause) and every status row of SPEC §2–§4.
+//! yielding CpuPause) and every status row of BEHAVIOUR.md §2–§4.
 mod common;
 
 use std::sync::atomic::Ordering;
@@ -33,7 +33,7 @@ fn machine(n: usize, relaxed: bool) -> (Box<Sim>, Vec<usize>, Option<usize>) {
     (sim, arriving, absent)
 }
 
-/// Every row of SPEC §2 and §4, from the BSP of a real SMI.
+/// Every row of BEHAVIOUR.md §2 and §4, from the BSP of a real SMI.
 fn all_rows(n: usize, relaxed: bool) {
     let (sim, arriving, absent) = machine(n, relaxed);
     let slots = n + 1;

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The C programs under valgrind's memcheck (issue 7, docs/RELIABILITY.md):
+# The C programs under valgrind's memcheck (docs/RELIABILITY.md):
 # the C example (4 CPU threads, SMIs that dispatch, broadcast, check, wait
 # and ask the CPU service) and firmware/all_exports (every export and
 # protocol member, linked against the firmware build). Any error, or a

@@ -1,8 +1,8 @@
 //! Section [6]: the bytes a firmware module calling every export pulls in
-//! from the release library built with the firmware flags of SPEC §9.
+//! from the release library built with the firmware flags of BEHAVIOUR.md §9.
 //!
 //! 1. `make -C firmware target/firmware/libmm_mp-plain.a`: the firmware build
-//!    of SPEC §9 (firmware/Makefile: the SMM code-generation flags, the
+//!    of BEHAVIOUR.md §9 (firmware/Makefile: the SMM code-generation flags, the
 //!    release profile's panic = "abort", rustc's embedded bitcode removed);
 //! 2. `cc -Os -ffunction-sections -fdata-sections firmware/all_exports.c
 //!    libmm_mp-plain.a -Wl,--gc-sections -Wl,-Map=...` (the program the

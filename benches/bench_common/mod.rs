@@ -50,7 +50,7 @@ pub struct Opts {
     pub spin: bool,
     /// A time source (the TSC) and 20 ms sync timeouts (long enough that a
     /// preempted BSP thread does not make the AP give up; see
-    /// docs/PERFORMANCE.md, "A hang found").
+    /// docs/RELIABILITY.md, "A hang found by the benchmarks").
     pub clock: bool,
     /// CpuPause steps CPU 1 once (one thread plays both CPUs: a blocking
     /// call of the BSP makes progress under callgrind).

@@ -1,10 +1,10 @@
-//! The straight-line reference of figure [2]: SPEC §6's rendezvous of two
+//! The straight-line reference of figure [2]: BEHAVIOUR.md §6's rendezvous of two
 //! CPUs written as straight-line code, doing on the path of a 2-CPU SMI
-//! exactly the shared-memory operations SPEC §6 and §6.6 prescribe, and
+//! exactly the shared-memory operations BEHAVIOUR.md §6 and §6.6 prescribe, and
 //! nothing else.
 //!
 //! Per SMI and CPU: sample "BSP inside"; check in on the arrival counter
-//! (a SPEC semaphore release); mark the own mailbox free if it is not;
+//! (a BEHAVIOUR.md §6.6 semaphore release); mark the own mailbox free if it is not;
 //! elect (traditional: first come by compare-exchange, tried only while
 //! no BSP is elected; relaxed: CPU 0 is the fixed BSP). BSP: "BSP inside", present; traditional: wait for both
 //! check-ins, "all in sync", lock the door, #1, release #2 to the present
@@ -16,22 +16,22 @@
 //! "BSP inside"; not present; #13; wait for the end.
 //!
 //! Every flag, semaphore and counter has a 128-byte line of its own (the
-//! best placement: no false sharing at all); semaphores are SPEC §6.6's
+//! best placement: no false sharing at all); semaphores are BEHAVIOUR.md §6.6's
 //! (release: load, refuse the locked value, compare-exchange; wait: spin
 //! until non-zero, then compare-exchange down). Missing on purpose, as
-//! none of it is a shared-memory operation SPEC requires: platform hooks,
+//! none of it is a shared-memory operation BEHAVIOUR.md requires: platform hooks,
 //! timeouts, statistics, the startup procedure, tokens, broadcasts,
 //! pending CPU operations. What mm-mp's SMI costs above this code is the
 //! price of those and of its general, steppable engine; what this code
 //! costs above one ping-pong per round is the algorithm's, written
 //! directly. It is a reference, not a proven lower bound: a cleverer
-//! ordering of the same operations can beat it (mm-mp's relaxed SMI comes
-//! out at 0.84-1.12 times it, docs/PERFORMANCE.md [2]).
+//! ordering of the same operations can beat it (mm-mp's SMI comes out
+//! below it in the usual host mode, docs/PERFORMANCE.md [2]).
 
 use std::hint::spin_loop;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-/// The locked value of a SPEC semaphore; also "no BSP".
+/// The locked value of a BEHAVIOUR.md §6.6 semaphore; also "no BSP".
 const LOCKED: u32 = u32::MAX;
 const NO_BSP: u32 = u32::MAX;
 
@@ -52,7 +52,7 @@ impl Word {
         self.0.store(v, Ordering::Release)
     }
 
-    /// SPEC §6.6 release: `false` when the semaphore is locked.
+    /// BEHAVIOUR.md §6.6 release: `false` when the semaphore is locked.
     fn release(&self) -> bool {
         let mut v = self.0.load(Ordering::Acquire);
         loop {
@@ -69,7 +69,7 @@ impl Word {
         }
     }
 
-    /// SPEC §6.6 wait.
+    /// BEHAVIOUR.md §6.6 wait.
     fn wait(&self) {
         loop {
             let v = self.0.load(Ordering::Acquire);

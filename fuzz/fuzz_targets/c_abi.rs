@@ -1,10 +1,10 @@
-//! Fuzzing the C ABI (issue 7): the input bytes choose a small machine
+//! Fuzzing the C ABI: the input bytes choose a small machine
 //! (2–4 CPUs, traditional or relaxed, a tiny token pool, hot-plug on or
 //! off, a clock or none) and a sequence of exported calls with arbitrary
 //! arguments — inside SMIs (run by the BSP from MmFoundationEntry, APs
 //! stepped deterministically on this thread), outside SMIs and "from an
-//! AP". After every call the target checks what SPEC guarantees:
-//! * the status is one SPEC lists for that call (and EFI_NOT_READY outside
+//! AP". After every call the target checks what BEHAVIOUR.md guarantees:
+//! * the status is one BEHAVIOUR.md lists for that call (and EFI_NOT_READY outside
 //!   an SMI for the BSP-only services, EFI_INVALID_PARAMETER from an AP);
 //! * an error status leaves the caller's token and CPUStatus variables
 //!   untouched (bad input changes nothing);
@@ -398,7 +398,7 @@ fn one_call(sim: &Sim, inp: &mut Input, seen: &Shared, rec: &Record, in_smi: boo
         }
         9 if matches!(sim.opts.clock, Clock::None) => {
             // Without a time source a pending SwitchBsp whose candidate
-            // never enters the next SMI keeps everyone waiting, as SPEC
+            // never enters the next SMI keeps everyone waiting, as BEHAVIOUR.md
             // §6.1/§2.7 say (only the candidate may win, waits unbounded).
             // The stepped machine enters each CPU once, so that happens
             // here: SwitchBsp is only fuzzed with a clock.
@@ -467,7 +467,7 @@ fn one_call(sim: &Sim, inp: &mut Input, seen: &Shared, rec: &Record, in_smi: boo
             }
         }
         _ => {
-            // The same BSP-only services "from an AP" (SPEC §2: INVALID_PARAMETER
+            // The same BSP-only services "from an AP" (BEHAVIOUR.md §2: INVALID_PARAMETER
             // when the caller can be identified as an AP; NOT_READY outside an SMI).
             let bsp = sim.current_bsp();
             let ap = if bsp == usize::MAX {
@@ -519,7 +519,7 @@ fuzz_target!(|data: &[u8]| {
         .tokens(1 + (inp.byte() % 4) as u32)
         .hot_plug(cfg & 0x08 != 0)
         .blocking_startup(cfg & 0x10 != 0);
-    // No time source means unbounded waits (SPEC §2.7, as in EDK2). The
+    // No time source means unbounded waits (BEHAVIOUR.md §2.7, as in EDK2). The
     // stepped machine enters every CPU exactly once per SMI and delivers
     // no IPIs, so a CPU that arrives after its SMI ended (possible once
     // hot-plug changes who is expected) starts a rendezvous that waits

@@ -5,7 +5,8 @@
 //! word, and the BSP writes the call next to it, so every hand-off moves
 //! the mailbox's line back and forth more often than the hand-off needs.
 //!
-//! mm-mp splits the roles by cache line (docs/PERFORMANCE.md [1]):
+//! mm-mp splits the roles by cache line (docs/ARCHITECTURE.md, "Rules
+//! from the measurements"):
 //! * the BSP numbers the calls it posts to a CPU (the *tag*, a wrapping
 //!   32-bit count kept in the mailbox's request line, which only the BSP
 //!   writes); a call is posted by storing its tag (Release);
@@ -25,7 +26,7 @@
 //! mailbox), so claiming writes nothing. Exactly one of `begin_finish` and
 //! `abandon`/`mark_lost` wins; the winner owns the caller's status word for
 //! the call. LOST also tells the AP that the SMI it was dispatched in has
-//! ended without it (SPEC §6.3 step 4): the verdict travels in the same
+//! ended without it (BEHAVIOUR.md §6.3 step 4): the verdict travels in the same
 //! word, so there is no window where the AP could miss it. The AP leaves
 //! ABANDONED and LOST with a compare-exchange, so a `mark_lost` landing on
 //! an abandoned call while the AP discards it is never overwritten.
@@ -316,7 +317,7 @@ impl BusyFlag {
         }
     }
 
-    /// Check-in (SPEC §6.2 step 5): the mailbox is free for this SMI, the
+    /// Check-in (BEHAVIOUR.md §6.2 step 5): the mailbox is free for this SMI, the
     /// last posted call being `tag`.
     pub fn reset_free(&self, tag: u32) {
         // Release: same publication as `finish`.

@@ -2,9 +2,9 @@
 //!
 //! * [`atomic`]: one facade, `core::sync::atomic` in firmware and on the
 //!   host, `loom` under `cfg(loom)` (the tokio `src/loom/` pattern).
-//! * [`Semaphore`]: EDK2's counting semaphore with lock-down (SPEC §6.6).
+//! * [`Semaphore`]: EDK2's counting semaphore with lock-down (BEHAVIOUR.md §6.6).
 //! * [`BusyFlag`]: the completion word of a mailbox (EDK2's per-CPU `Busy`
-//!   spin lock, extended with the timeout states of SPEC §2.7).
+//!   spin lock, extended with the timeout states of BEHAVIOUR.md §2.7).
 //! * [`pause`]: how a CPU waits (platform `CpuPause`, else the pause
 //!   instruction; a loom yield under `cfg(loom)`).
 //!

@@ -1,5 +1,5 @@
 //! EDK2's counting semaphore (SmmCpuSyncLib `InternalWaitForSemaphore`,
-//! `InternalReleaseSemaphore`, `InternalLockdownSemaphore`), SPEC §6.6.
+//! `InternalReleaseSemaphore`, `InternalLockdownSemaphore`), BEHAVIOUR.md §6.6.
 
 use super::atomic::{AtomicU32, Ordering};
 

@@ -1,5 +1,5 @@
 /** @file
-  EDK2 mode of include/mm_mp.h (SPEC §11), driven by tests/c_header.rs with
+  EDK2 mode of include/mm_mp.h (BEHAVIOUR.md §11), driven by tests/c_header.rs with
   -Itests/c/edk2-stub (our own minimal stand-ins for EDK2's headers) and
     -std=c99 -pedantic -Wall -Wextra -Werror -Werror=incompatible-pointer-types
   (C99 makes even an identical typedef repeated an error, so any type the
@@ -14,7 +14,7 @@
     long, not the host's uintptr_t; protocol and procedure types are the
     stub's);
   * the library, called through those EDK2-typed declarations, answers with
-    the statuses of SPEC §11.
+    the statuses of BEHAVIOUR.md §11.
 **/
 
 #include <Uefi.h>

@@ -1,5 +1,5 @@
 /** @file
-  EFIAPI and C API check for include/mm_mp.h (SPEC §1.1, §11), run by
+  EFIAPI and C API check for include/mm_mp.h (BEHAVIOUR.md §1.1, §11), run by
   tests/c_header.rs on x86_64 with
     -std=c11 -Wall -Wextra -Werror -Werror=incompatible-pointer-types
 
@@ -8,12 +8,12 @@
      pointer type spelled with an explicit __attribute__((ms_abi)), never
      with the header's EFIAPI. If the header lost EFIAPI anywhere, GCC sees a
      SysV function where an ms_abi one is expected and the build fails.
-     Member names and layouts are the ones of SPEC §11 / §1.4-§1.6.
+     Member names and layouts are the ones of BEHAVIOUR.md §11 / §1.4-§1.6.
   2. At run time: the exports are called with bad arguments and must return
-     the statuses SPEC §11 names; then one single-CPU SMI runs the MM MP
+     the statuses BEHAVIOUR.md §11 names; then one single-CPU SMI runs the MM MP
      services from MmFoundationEntry.
 
-  The driver passes -DMM_MP_HAS_<Function>=1 for the SPEC §11 functions the
+  The driver passes -DMM_MP_HAS_<Function>=1 for the BEHAVIOUR.md §11 functions the
   header declares that are not yet in every version of it.
 **/
 
@@ -37,7 +37,7 @@
 #define MSABI __attribute__((ms_abi))
 
 /* ------------------------------------------------------------------------
-   Layouts (SPEC §1.2-§1.6, §11)
+   Layouts (BEHAVIOUR.md §1.2-§1.6, §11)
    ------------------------------------------------------------------------ */
 
 _Static_assert (sizeof (UINTN) == 8, "X64");
@@ -228,7 +228,8 @@ CheckProcedureTypes (VOID)
   (void)B2; (void)B1; (void)BH;
 }
 
-/* Protocol members: read each into an ms_abi pointer with the SPEC signature. */
+/* Protocol members: read each into an ms_abi pointer with its signature
+   (BEHAVIOUR.md §1.4-§1.5). */
 static VOID
 CheckProtocolTypes (EFI_MM_MP_PROTOCOL *Mp, EFI_SMM_CPU_SERVICE_PROTOCOL *Cs,
                     EDKII_SMM_CPU_RENDEZVOUS_PROTOCOL *Rv)
@@ -267,7 +268,7 @@ CheckProtocolTypes (EFI_MM_MP_PROTOCOL *Mp, EFI_SMM_CPU_SERVICE_PROTOCOL *Cs,
                 Rv->WaitForAllProcessor, WaitForAllProcessor);
 }
 
-/* Every exported function of SPEC §11 (the ones this header has). */
+/* Every exported function of BEHAVIOUR.md §11 (the ones this header has). */
 static VOID
 CheckExportTypes (VOID)
 {
@@ -458,7 +459,7 @@ PMmFoundationEntry (VOID *C, UINTN Bsp)
   EXPECT_STATUS (MmMpBlockingStartupThisAp (mInstance, NULL, 0, NULL), EFI_INVALID_PARAMETER);
 #if MM_MP_HAS_MmMpGetRendezvousProtocol
   {
-    /* SPEC §6.7: with no AP at all, every AP has arrived */
+    /* BEHAVIOUR.md §6.7: with no AP at all, every AP has arrived */
     EDKII_SMM_CPU_RENDEZVOUS_PROTOCOL  *Rv = MmMpGetRendezvousProtocol (mInstance);
 
     EXPECT (Rv != NULL);
@@ -470,7 +471,7 @@ PMmFoundationEntry (VOID *C, UINTN Bsp)
 #endif
 #if MM_MP_HAS_MmMpGetCpuServiceProtocol
   {
-    /* SPEC §5.2 argument checks */
+    /* BEHAVIOUR.md §5.2 argument checks */
     EFI_SMM_CPU_SERVICE_PROTOCOL  *Cs = MmMpGetCpuServiceProtocol (mInstance);
     EFI_PROCESSOR_INFORMATION     Record;
     UINTN                         Number = 99;
@@ -599,7 +600,7 @@ main (void)
     return 2;
   }
 
-  /* -- MmMpInitialize: every rejected argument of SPEC §11 -- */
+  /* -- MmMpInitialize: every rejected argument of BEHAVIOUR.md §11 -- */
   EXPECT_INIT_FAILS (NULL, Size, &Config, &Platform, EFI_INVALID_PARAMETER);
   EXPECT_INIT_FAILS (Region, Size, NULL, &Platform, EFI_INVALID_PARAMETER);
   EXPECT_INIT_FAILS (Region, Size, &Config, NULL, EFI_INVALID_PARAMETER);

@@ -1090,7 +1090,7 @@ impl Checks {
     }
 }
 
-// -- SmmCpuSyncLib contexts (SPEC §7) in test memory ------------------------------
+// -- SmmCpuSyncLib contexts (BEHAVIOUR.md §7) in test memory ------------------------------
 
 /// A fresh `MM_MP_SYNC_CONTEXT` for `cpus` CPUs (64-byte lines) built by
 /// the C export in a Vec: (memory, offset of the context, its size, the
@@ -1181,7 +1181,7 @@ impl Machine {
         self.sim.pending[cpu].store(false, Ordering::SeqCst);
     }
 
-    /// Broadcast SMI (SPEC §10.1): every live CPU gets it.
+    /// Broadcast SMI (BEHAVIOUR.md §10.1): every live CPU gets it.
     pub fn broadcast_smi(&self) {
         self.sim.source.store(true, Ordering::SeqCst);
         for p in &self.sim.pending {
@@ -1189,7 +1189,7 @@ impl Machine {
         }
     }
 
-    /// Unicast SMI to one CPU (SPEC §10.2 from the BSP, §10.3 from an AP).
+    /// Unicast SMI to one CPU (BEHAVIOUR.md §10.2 from the BSP, §10.3 from an AP).
     pub fn unicast_smi(&self, cpu: usize) {
         self.sim.source.store(true, Ordering::SeqCst);
         self.sim.pending[cpu].store(true, Ordering::SeqCst);
