@@ -104,7 +104,7 @@ Foundation (VOID *Context, UINTN BspIndex)
   EXPECT (Cpu->WhoAmI (Cpu, &Who) == EFI_SUCCESS && Who == 0);
   EXPECT (Cpu->RegisterExceptionHandler (Cpu, 14, ExceptionHandler) == EFI_UNSUPPORTED);
 
-  /* All APs (none) arrived: SPEC §6.7 row 1. */
+  /* All APs (none) arrived: docs/BEHAVIOUR.md §6.7 row 1. */
   EXPECT (Rendezvous->WaitForAllProcessor (Rendezvous, TRUE) == EFI_SUCCESS);
 }
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Undefined-symbol and relocation check of the firmware object (SPEC §9).
+# Undefined-symbol and relocation check of the firmware object (docs/BEHAVIOUR.md §9).
 #
 #   check-undefined.sh <object before renaming> <object as shipped>
 #

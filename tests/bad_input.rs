@@ -1449,7 +1449,7 @@ fn run_rows(
         *ran.lock().unwrap() += 1;
         if got != r.want {
             failures.lock().unwrap().push(format!(
-                "{} {} ({ctx:?}): got {got:?}, SPEC {:?}",
+                "{} {} ({ctx:?}): got {got:?}, documented {:?}",
                 r.spec, r.what, r.want
             ));
         }

@@ -5,8 +5,8 @@
     MmMpSelfTest: N passed, M failed (K [DIFF] checks: D differ from mm-mp, S skipped)
 
   It runs on stock EDK2 as well as on mm-mp. Checks whose expected result
-  is one of mm-mp's deliberate differences from EDK2 ([DIFF] in SPEC.md)
-  are counted apart: on mm-mp they count as passed/failed like the others;
+  is one of mm-mp's deliberate differences from EDK2 ([DIFF] in the mm-mp
+  repository's docs/BEHAVIOUR.md) are counted apart: on mm-mp they count as passed/failed like the others;
   on stock EDK2 a different result is reported as "differ", never as a
   failure, and checks that would hang stock EDK2 are skipped there.
 
@@ -316,7 +316,7 @@ RunInSmiChecks (
   Check (AllOk, FALSE, "GetProcessorInfo of every slot", EFI_SUCCESS);
 
   //
-  // Invalid arguments (SPEC §2.2, §2.3, §2.4, §2.5).
+  // Invalid arguments (docs/BEHAVIOUR.md §2.2, §2.3, §2.4, §2.5).
   //
   Status = mMp->DispatchProcedure (mMp, RecordProcedure, Bsp, 0, &mRecords[Bsp], NULL, NULL);
   Check (Status == EFI_INVALID_PARAMETER, FALSE, "Dispatch to the BSP", Status);
@@ -383,7 +383,7 @@ RunInSmiChecks (
 
   //
   // Non-blocking dispatch to every AP, then check the tokens in reverse
-  // order until all are done (SPEC §10.4).
+  // order until all are done (docs/BEHAVIOUR.md §10.4).
   //
   ResetRecords ();
   AllOk = TRUE;
@@ -428,7 +428,7 @@ RunInSmiChecks (
 
   //
   // Blocking broadcast with a status array: SUCCESS for every AP,
-  // EFI_NOT_STARTED for the caller (SPEC §2.3 step 9).
+  // EFI_NOT_STARTED for the caller (docs/BEHAVIOUR.md §2.3 step 9).
   //
   ResetRecords ();
   for (Index = 0; Index < mCpus; Index++) {
@@ -477,7 +477,7 @@ RunInSmiChecks (
 
   //
   // [DIFF] A token variable that still holds a live token: mm-mp refuses
-  // with EFI_ALREADY_STARTED (SPEC §2.2); EDK2 overwrites it.
+  // with EFI_ALREADY_STARTED (docs/BEHAVIOUR.md §2.2); EDK2 overwrites it.
   //
   mRelease = FALSE;
   Live     = NULL;

@@ -332,7 +332,7 @@ EFI_SMM_CPU_SERVICE_PROTOCOL  mSmmCpuService = {
 };
 
 /**
-  EDKII_SMM_CPU_RENDEZVOUS_PROTOCOL.WaitForAllProcessor (SPEC §6.7); also
+  EDKII_SMM_CPU_RENDEZVOUS_PROTOCOL.WaitForAllProcessor (docs/BEHAVIOUR.md §6.7); also
   called by PiSmmCpuDxeSmm.c at ready-to-lock.
 **/
 EFI_STATUS

@@ -1,5 +1,5 @@
 /** @file
-  SmmCpuSyncLib instance on mm-mp (SPEC §7): the context lives in SMRAM
+  SmmCpuSyncLib instance on mm-mp (docs/BEHAVIOUR.md §7): the context lives in SMRAM
   pages from MemoryAllocationLib; every semaphore operation is the
   library's MmMpSync* function, the same code the mm-mp rendezvous uses.
 
