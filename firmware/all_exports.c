@@ -115,6 +115,7 @@ main (void)
   MM_MP_CONFIG                      Config;
   MM_MP_PLATFORM                    Platform;
   MM_MP_STATISTICS                  Stats;
+  MM_MP_HOT_PLUG_STATISTICS         HotPlug;
   MM_MP_SYNC_CONTEXT                *Sync;
   UINTN                             Size;
   UINTN                             Count;
@@ -151,6 +152,7 @@ main (void)
   MmMpSmiRendezvous (mInstance, 5); /* out of range: returns at once */
 
   EXPECT (MmMpGetStatistics (mInstance, &Stats) == EFI_SUCCESS && Stats.Smis == 1);
+  EXPECT (MmMpGetHotPlugStatistics (mInstance, &HotPlug) == EFI_SUCCESS && HotPlug.CpusAdded == 0);
 
   /* SmmCpuSyncLib-compatible semaphores: one CPU checks in, locks, checks
      the count, and runs every barrier call against itself. */

@@ -163,7 +163,7 @@ typedef struct {
 /**
   `MM_MP_STATISTICS_REVISION`.
 **/
-#define MM_MP_STATISTICS_REVISION 2
+#define MM_MP_STATISTICS_REVISION 1
 
 /**
   `MM_MP_INSTANCE`: opaque handle of one mm-mp instance. It lives at the
@@ -410,18 +410,25 @@ typedef struct {
     BroadcastProcedure calls that started procedures.
   **/
   UINT64 Broadcasts;
+} MM_MP_STATISTICS;
+
+/**
+  `MM_MP_HOT_PLUG_STATISTICS`: the CPU hot-plug operations the instance
+  applied since initialisation. A structure of its own, so that
+  `MM_MP_STATISTICS` keeps its size for callers built against it.
+**/
+typedef struct {
   /**
-    AddProcessor operations applied at the end of an SMI (the new
-    CPU is expected from then on). Revision 2.
+    AddProcessor operations applied at the end of an SMI (the new CPU
+    is expected at rendezvous from then on).
   **/
   UINT64 CpusAdded;
   /**
     RemoveProcessor operations applied at the end of an SMI (the slot
     was emptied by the call; the CPU was ejected at that SMI's exit).
-    Revision 2.
   **/
   UINT64 CpusRemoved;
-} MM_MP_STATISTICS;
+} MM_MP_HOT_PLUG_STATISTICS;
 
 #if !defined(MM_MP_EDK2_TYPES)
 /**
@@ -610,6 +617,23 @@ EFIAPI
 MmMpGetStatistics (
   MM_MP_INSTANCE    *Instance,
   MM_MP_STATISTICS  *Statistics
+  );
+
+/**
+  Read the CPU hot-plug operations the instance applied (AddProcessor and
+  RemoveProcessor take effect at the end of the SMI that called them).
+
+  @param[in]  Instance    The instance.
+  @param[out] Statistics  Receives the counters.
+
+  @retval EFI_SUCCESS            *Statistics was written.
+  @retval EFI_INVALID_PARAMETER  Instance or Statistics is NULL.
+**/
+EFI_STATUS
+EFIAPI
+MmMpGetHotPlugStatistics (
+  MM_MP_INSTANCE             *Instance,
+  MM_MP_HOT_PLUG_STATISTICS  *Statistics
   );
 
 /**

@@ -248,7 +248,7 @@ pub unsafe extern "efiapi" fn MmMpGetTokenResult(
 }
 
 /// `MM_MP_STATISTICS_REVISION`.
-pub const MM_MP_STATISTICS_REVISION: u32 = 2;
+pub const MM_MP_STATISTICS_REVISION: u32 = 1;
 
 /// `MM_MP_STATISTICS`: what the instance has seen since initialisation.
 #[repr(C)]
@@ -273,12 +273,19 @@ pub struct MmMpStatistics {
     pub dispatches: u64,
     /// BroadcastProcedure calls that started procedures.
     pub broadcasts: u64,
-    /// AddProcessor operations applied at the end of an SMI (the new
-    /// CPU is expected from then on). Revision 2.
+}
+
+/// `MM_MP_HOT_PLUG_STATISTICS`: the CPU hot-plug operations the instance
+/// applied since initialisation. A structure of its own, so that
+/// `MM_MP_STATISTICS` keeps its size for callers built against it.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct MmMpHotPlugStatistics {
+    /// AddProcessor operations applied at the end of an SMI (the new CPU
+    /// is expected at rendezvous from then on).
     pub cpus_added: u64,
     /// RemoveProcessor operations applied at the end of an SMI (the slot
     /// was emptied by the call; the CPU was ejected at that SMI's exit).
-    /// Revision 2.
     pub cpus_removed: u64,
 }
 
@@ -315,10 +322,40 @@ pub unsafe extern "efiapi" fn MmMpGetStatistics(
         lost_aps: s.get(Counter::LostAps),
         dispatches: s.get(Counter::Dispatches),
         broadcasts: s.get(Counter::Broadcasts),
+    };
+    // SAFETY: non-null; the caller passes a writable MM_MP_STATISTICS.
+    unsafe { Statistics.write_unaligned(value) };
+    Status::SUCCESS
+}
+
+/**
+  Read the CPU hot-plug operations the instance applied (AddProcessor and
+  RemoveProcessor take effect at the end of the SMI that called them).
+
+  @param[in]  Instance    The instance.
+  @param[out] Statistics  Receives the counters.
+
+  @retval EFI_SUCCESS            *Statistics was written.
+  @retval EFI_INVALID_PARAMETER  Instance or Statistics is NULL.
+**/
+#[no_mangle]
+pub unsafe extern "efiapi" fn MmMpGetHotPlugStatistics(
+    Instance: *mut MmMpInstance,
+    Statistics: *mut MmMpHotPlugStatistics,
+) -> Status {
+    // SAFETY: caller passes an instance from MmMpInitialize or NULL.
+    let Some(inst) = (unsafe { instance(Instance) }) else {
+        return Status::INVALID_PARAMETER;
+    };
+    if Statistics.is_null() {
+        return Status::INVALID_PARAMETER;
+    }
+    let s = inst.stats();
+    let value = MmMpHotPlugStatistics {
         cpus_added: s.get(Counter::CpusAdded),
         cpus_removed: s.get(Counter::CpusRemoved),
     };
-    // SAFETY: non-null; the caller passes a writable MM_MP_STATISTICS.
+    // SAFETY: non-null; the caller passes a writable MM_MP_HOT_PLUG_STATISTICS.
     unsafe { Statistics.write_unaligned(value) };
     Status::SUCCESS
 }

@@ -954,6 +954,7 @@ fn rows() -> Vec<Row> {
         INV,
         |f| {
             let mut s = MmMpStatistics::default();
+            let mut h = MmMpHotPlugStatistics::default();
             let mut res = Status(0);
             // SAFETY: NULL instances are the input under test.
             let all = unsafe {
@@ -963,6 +964,8 @@ fn rows() -> Vec<Row> {
                     MmMpGetTokenResult(std::ptr::null_mut(), 1 as MmCompletion, &mut res),
                     MmMpGetStatistics(std::ptr::null_mut(), &mut s),
                     MmMpGetStatistics(f.sim.inst, std::ptr::null_mut()),
+                    MmMpGetHotPlugStatistics(std::ptr::null_mut(), &mut h),
+                    MmMpGetHotPlugStatistics(f.sim.inst, std::ptr::null_mut()),
                 ]
             };
             all_invalid(&all)

@@ -53,6 +53,7 @@ const LINK_LIBS: &[&str] = &["-lpthread", "-ldl", "-lm"];
 /// the C checks cover each one the header has (`-DMM_MP_HAS_<name>=1`).
 const OPTIONAL_EXPORTS: &[&str] = &[
     "MmMpGetStatistics",
+    "MmMpGetHotPlugStatistics",
     "MmMpGetCpuServiceProtocol",
     "MmMpGetRendezvousProtocol",
     "MmMpSyncGetRequiredSize",

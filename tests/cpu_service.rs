@@ -704,10 +704,14 @@ fn add_remove_cycle() {
         let s = m.stats();
         assert_eq!(s.timeouts, 0, "relaxed={relaxed}: {s:?}");
         // Every add and every removal applied at an SMI's end, once.
+        let mut h = mm_mp::ffi::MmMpHotPlugStatistics::default();
+        // SAFETY: valid instance and out-pointer.
+        let st = unsafe { mm_mp::ffi::MmMpGetHotPlugStatistics(m.sim.inst, &mut h) };
+        assert_eq!(st, Status::SUCCESS);
         assert_eq!(
-            (s.cpus_added, s.cpus_removed),
+            (h.cpus_added, h.cpus_removed),
             (CYCLES as u64, CYCLES as u64),
-            "{s:?}"
+            "{h:?}"
         );
         for c in 0..3 {
             assert_eq!(m.sim.as_cpu(c, || m.sim.who_am_i()), (Status::SUCCESS, c));

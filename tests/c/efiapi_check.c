@@ -299,6 +299,10 @@ CheckExportTypes (VOID)
   CHECK_ASSIGN (EFI_STATUS (MSABI *)(MM_MP_INSTANCE *, MM_MP_STATISTICS *), MmMpGetStatistics,
                 MmMpGetStatistics);
 #endif
+#if MM_MP_HAS_MmMpGetHotPlugStatistics
+  CHECK_ASSIGN (EFI_STATUS (MSABI *)(MM_MP_INSTANCE *, MM_MP_HOT_PLUG_STATISTICS *), MmMpGetHotPlugStatistics,
+                MmMpGetHotPlugStatistics);
+#endif
 #if MM_MP_HAS_MmMpSyncGetRequiredSize
   CHECK_ASSIGN (EFI_STATUS (MSABI *)(UINTN, UINTN, UINTN *), MmMpSyncGetRequiredSize,
                 MmMpSyncGetRequiredSize);
@@ -675,6 +679,16 @@ main (void)
     EXPECT_STATUS (MmMpGetStatistics (Instance, NULL), EFI_INVALID_PARAMETER);
     EXPECT_STATUS (MmMpGetStatistics (Instance, &Stats), EFI_SUCCESS);
     EXPECT (Stats.Revision == MM_MP_STATISTICS_REVISION && Stats.Smis == 0);
+  }
+#endif
+#if MM_MP_HAS_MmMpGetHotPlugStatistics
+  {
+    MM_MP_HOT_PLUG_STATISTICS  HotPlug;
+
+    EXPECT_STATUS (MmMpGetHotPlugStatistics (NULL, &HotPlug), EFI_INVALID_PARAMETER);
+    EXPECT_STATUS (MmMpGetHotPlugStatistics (Instance, NULL), EFI_INVALID_PARAMETER);
+    EXPECT_STATUS (MmMpGetHotPlugStatistics (Instance, &HotPlug), EFI_SUCCESS);
+    EXPECT (HotPlug.CpusAdded == 0 && HotPlug.CpusRemoved == 0);
   }
 #endif
   /* must return at once without touching anything */

@@ -525,7 +525,8 @@ PrintSummary (
   VOID
   )
 {
-  MM_MP_STATISTICS  Stats;
+  MM_MP_STATISTICS           Stats;
+  MM_MP_HOT_PLUG_STATISTICS  HotPlug;
 
   DEBUG ((
     DEBUG_INFO,
@@ -537,6 +538,11 @@ PrintSummary (
     mSkipped,
     (mMmMp != NULL) ? "mm-mp" : "stock EDK2"
     ));
+  ZeroMem (&HotPlug, sizeof (HotPlug));
+  if ((mMmMp != NULL) && (mMmMp->Revision >= 2)) {
+    mMmMp->GetHotPlugStatistics (mMmMp->Instance, &HotPlug);
+  }
+
   if ((mMmMp != NULL) && !EFI_ERROR (mMmMp->GetStatistics (mMmMp->Instance, &Stats))) {
     DEBUG ((
       DEBUG_INFO,
@@ -549,8 +555,8 @@ PrintSummary (
       Stats.LostAps,
       Stats.Dispatches,
       Stats.Broadcasts,
-      Stats.CpusAdded,
-      Stats.CpusRemoved
+      HotPlug.CpusAdded,
+      HotPlug.CpusRemoved
       ));
   }
 }

@@ -546,7 +546,7 @@ MirrorProcessorTable (
 {
   EFI_SMM_CPU_SERVICE_PROTOCOL  *Cpu;
   EFI_PROCESSOR_INFORMATION     Info;
-  MM_MP_STATISTICS              Stats;
+  MM_MP_HOT_PLUG_STATISTICS     Stats;
   UINTN                         Index;
   UINTN                         Count;
 
@@ -566,7 +566,7 @@ MirrorProcessorTable (
   }
 
   mNumberOfCpus = Count;
-  if (!EFI_ERROR (MmMpGetStatistics (mMmMpInstance, &Stats))) {
+  if (!EFI_ERROR (MmMpGetHotPlugStatistics (mMmMpInstance, &Stats))) {
     DEBUG ((
       DEBUG_INFO,
       "mm-mp: processor table: %u CPUs present (%lu added, %lu removed since start)\n",
@@ -1036,13 +1036,14 @@ InstallInstanceProtocol (
 
   mMmMpInstanceProtocol.Revision      = MM_MP_INSTANCE_PROTOCOL_REVISION;
   mMmMpInstanceProtocol.Instance      = mMmMpInstance;
-  mMmMpInstanceProtocol.GetStatistics = MmMpGetStatistics;
-  Status                              = gMmst->MmInstallProtocolInterface (
-                                                 &mMmMpInstanceHandle,
-                                                 (EFI_GUID *)&mMmMpInstanceProtocolGuid,
-                                                 EFI_NATIVE_INTERFACE,
-                                                 &mMmMpInstanceProtocol
-                                                 );
+  mMmMpInstanceProtocol.GetStatistics        = MmMpGetStatistics;
+  mMmMpInstanceProtocol.GetHotPlugStatistics = MmMpGetHotPlugStatistics;
+  Status                                     = gMmst->MmInstallProtocolInterface (
+                                                        &mMmMpInstanceHandle,
+                                                        (EFI_GUID *)&mMmMpInstanceProtocolGuid,
+                                                        EFI_NATIVE_INTERFACE,
+                                                        &mMmMpInstanceProtocol
+                                                        );
   ASSERT_EFI_ERROR (Status);
 }
 
