@@ -2,11 +2,12 @@
 """Put mm-mp into an EDK2 tree: the integrator's side of edk2-shim/.
 
   mmmp-edk2.py install DEST
-      Build the firmware object (make -C firmware) and copy MmMpPkg into
+      Build the firmware objects (make -C firmware, and make -C firmware
+      coff when the LLVM tools are there) and copy MmMpPkg into
       DEST/MmMpPkg (DEST: the WORKSPACE or a directory of PACKAGES_PATH),
-      with include/mm_mp.h as MmMpPkg/Include/mm_mp.h and the object as
-      MmMpPkg/Library/MmMpLib/MmMpRust.o. Run it again after updating
-      mm-mp.
+      with include/mm_mp.h as MmMpPkg/Include/mm_mp.h and the objects as
+      MmMpPkg/Library/MmMpLib/MmMpRust.o (ELF) and MmMpRust.obj (COFF).
+      Run it again after updating mm-mp.
 
   mmmp-edk2.py swap INF [--package DIR]
       Edit PiSmmCpuDxeSmm.inf (INF) so that the driver is built with
@@ -43,8 +44,16 @@ def fail(message):
 
 
 def install(dest):
-    subprocess.run(["make", "-C", os.path.join(ROOT, "firmware")], check=True)
+    firmware = os.path.join(ROOT, "firmware")
+    subprocess.run(["make", "-C", firmware], check=True)
     obj = os.path.join(ROOT, "target", "firmware", "MmMpRust.o")
+    coff = os.path.join(ROOT, "target", "firmware", "MmMpRust.obj")
+    # The COFF object (CLANGPDB, Visual Studio) needs LLVM tools of
+    # rustc's LLVM version; without them only the ELF toolchains work.
+    if subprocess.run(["make", "-C", firmware, "coff"]).returncode != 0:
+        print("mmmp-edk2: no COFF object (MmMpLibCoff.inf and SmmCpuSyncLibMmMpCoff.inf will not build); "
+              "GCC and CLANGDWARF builds are not affected", file=sys.stderr)
+        coff = None
     header = os.path.join(ROOT, "include", "mm_mp.h")
     target = os.path.join(os.path.abspath(dest), "MmMpPkg")
     wanted = {}
@@ -54,6 +63,8 @@ def install(dest):
             wanted[os.path.relpath(src, PKG_SRC)] = src
     wanted[os.path.join("Include", "mm_mp.h")] = header
     wanted[os.path.join("Library", "MmMpLib", "MmMpRust.o")] = obj
+    if coff:
+        wanted[os.path.join("Library", "MmMpLib", "MmMpRust.obj")] = coff
     changed = sync_files(wanted, target)
     print("installed %s (%d files changed)" % (target, changed))
 

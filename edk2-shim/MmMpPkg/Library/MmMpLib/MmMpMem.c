@@ -5,8 +5,10 @@
   CompilerIntrinsicsLib, CryptoPkg's IntrinsicLib or anything else that
   defines memcpy in the same module.
 
-  These use the C calling convention of the Rust object (System V on X64):
-  they are deliberately not EFIAPI.
+  These use the toolchain's C calling convention, which is the one the
+  object calls them with: System V for the ELF object (GCC, CLANGDWARF),
+  Microsoft x64 for the COFF object (CLANGPDB, Visual Studio). They are
+  deliberately not EFIAPI.
 
   In its own file so that an archive member with only these functions is
   pulled in once, whichever MmMpPkg library a module links first.
