@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Tests of mmmp-edk2.py swap/unswap on a synthetic module INF (written
-here, shaped like PiSmmCpuDxeSmm.inf's sections), run by tests/run-all.sh."""
+"""Tests of mmmp-edk2.py swap/unswap on synthetic module INFs (written
+here, shaped like PiSmmCpuDxeSmm.inf's and PiSmmCpuStandaloneMm.inf's
+sections), and of install's file sync; run by tests/run-all.sh."""
 
 import importlib.util
 import os
@@ -33,6 +34,40 @@ INF = """[Defines]
   BaseLib
   SmmCpuSyncLib
   DebugLib
+"""
+
+
+# PiSmmCpuStandaloneMm.inf's shape: the same three sources, other
+# neighbours (MM_STANDALONE entry library, no DXE-only libraries).
+STANDALONE_INF = """[Defines]
+  INF_VERSION = 0x0001001B
+  BASE_NAME = PiSmmCpuStandaloneMm
+  MODULE_TYPE = MM_STANDALONE
+  ENTRY_POINT = PiCpuStandaloneMmEntry
+
+[Sources]
+  PiSmmCpuCommon.c
+  PiSmmCpuStandaloneMm.c
+  MpService.c
+  SyncTimer.c
+  CpuS3.c
+  CpuService.c
+  SmmMp.h
+  SmmMp.c
+  NonMmramMapStandaloneMm.c
+
+[Sources.X64]
+  X64/SmiEntry.nasm
+
+[Packages]
+  MdePkg/MdePkg.dec
+  MdeModulePkg/MdeModulePkg.dec
+  UefiCpuPkg/UefiCpuPkg.dec
+
+[LibraryClasses]
+  StandaloneMmDriverEntryPoint
+  SmmCpuSyncLib
+  MmServicesTableLib
 """
 
 
@@ -80,6 +115,24 @@ def main():
             with open(inf, newline="") as f:
                 assert f.read() == INF.replace("\n", newline), "unswap did not restore the INF"
             run("unswap", inf, expect=1)
+        # The Standalone MM driver's INF, swapped and restored the same way.
+        standalone = os.path.join(module, "PiSmmCpuStandaloneMm.inf")
+        for newline in ("\n", "\r\n"):
+            original = STANDALONE_INF.replace("\n", newline)
+            with open(standalone, "w", newline="") as f:
+                f.write(original)
+            run("swap", standalone)
+            with open(standalone, newline="") as f:
+                text = f.read()
+            assert ("\r\n" in text) == (newline == "\r\n"), "line endings changed"
+            src = entries(text, "[Sources]")
+            assert src == ["../../MmMpPkg/PiSmmCpuDxeSmm/MmMpService.c", "PiSmmCpuCommon.c", "PiSmmCpuStandaloneMm.c",
+                           "SyncTimer.c", "CpuS3.c", "SmmMp.h", "NonMmramMapStandaloneMm.c"], src
+            assert entries(text, "[LibraryClasses]") == ["MmMpLib", "StandaloneMmDriverEntryPoint", "MmServicesTableLib"]
+            assert entries(text, "[Packages]")[0] == "MmMpPkg/MmMpPkg.dec"
+            run("unswap", standalone)
+            with open(standalone, newline="") as f:
+                assert f.read() == original, "unswap did not restore the Standalone MM INF byte for byte"
         # An INF without the three sources is refused and left alone.
         with open(inf, "w") as f:
             f.write(INF.replace("  MpService.c\n", ""))

@@ -18,7 +18,7 @@ import unittest
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from mmmp_e2e import build, cli, fwlog, guest, qemu, qmp, report, workspace  # noqa: E402
+from mmmp_e2e import build, cli, fwlog, guest, qemu, qmp, report, suite, workspace  # noqa: E402
 
 
 def testdata(name):
@@ -47,6 +47,12 @@ class Cli(unittest.TestCase):
         self.assertEqual(a.relaxed_cpus, (1, 2, 4, 8))
         self.assertEqual((a.hotplug_cycles, a.vars), (10, 20))
         self.assertIn("timing", a.phases)
+
+    def test_flavours(self):
+        a = cli.parse(["--edk2", "/x", "--mm", "traditional,standalone", "--toolchains", "CLANGPDB,GCC"])
+        self.assertEqual(a.mm, ("traditional", "standalone"))
+        self.assertEqual(a.toolchains, ("CLANGPDB", "GCC"))
+        self.assertTrue(a.clang_bin)
 
     def test_quick(self):
         a = cli.parse(["--edk2", "/x", "--quick"])
@@ -341,6 +347,31 @@ class TreeEdits(unittest.TestCase):
         self.assertFalse(os.path.isdir(os.path.join(self.tree, "CryptoPkg/Include")), "not inside a submodule")
         self.assertFalse(os.path.isdir(os.path.join(self.tree, "MdePkg/Library/Present/sub/inc")), "submodule present")
         self.assertEqual(len(self.lines), 1)
+
+    def test_coff_toolchains_take_the_coff_instances(self):
+        workspace.apply_variant_edits(self.tree, "swap", "traditional", self.log, coff=True)
+        dsc = read(os.path.join(self.tree, workspace.PLATFORM_DSC))
+        self.assertIn("MmMpLib|MmMpPkg/Library/MmMpLib/MmMpLibCoff.inf", dsc)
+        write(os.path.join(self.tree, workspace.PLATFORM_DSC), DSC)
+        workspace.apply_variant_edits(self.tree, "dropin", "traditional", self.log, coff=True)
+        self.assertIn("SmmCpuSyncLib|MmMpPkg/Library/SmmCpuSyncLibMmMp/SmmCpuSyncLibMmMpCoff.inf",
+                      read(os.path.join(self.tree, workspace.PLATFORM_DSC)))
+
+    def test_keys_and_targets(self):
+        self.assertEqual(workspace.variant_key("swap"), "swap")
+        self.assertEqual(workspace.variant_key("swap", "standalone", "CLANGPDB"), "swap-standalone-clangpdb")
+        self.assertEqual(workspace.variant_key("stock", "traditional", "CLANGDWARF"), "stock-clangdwarf")
+        self.assertTrue(workspace.is_coff_toolchain("CLANGPDB"))
+        self.assertTrue(workspace.is_coff_toolchain("VS2022"))
+        self.assertFalse(workspace.is_coff_toolchain("CLANGDWARF"))
+        self.assertFalse(workspace.is_coff_toolchain("GCC"))
+        t = suite.Target("swap", "standalone", "CLANGPDB")
+        self.assertEqual(t.title, "full swap [standalone MM, CLANGPDB]")
+        self.assertIn("mch.extended-tseg-mbytes=64", t.qemu_args())
+        self.assertEqual(suite.Target("stock").title, "stock")
+        self.assertEqual(suite.Target("stock").qemu_args(), [])
+        self.assertEqual(build.toolchain_env("GCC", "/x"), {})
+        self.assertEqual(build.toolchain_env("CLANGPDB", "/usr/lib/llvm-22/bin")["CLANG_BIN"], "/usr/lib/llvm-22/bin/")
 
     def test_build_command(self):
         cmd = build.build_command("GCC", "DEBUG", build.default_defines("standalone"), jobs=2)

@@ -10,10 +10,11 @@
   on stock EDK2 a different result is reported as "differ", never as a
   failure, and checks that would hang stock EDK2 are skipped there.
 
-  The driver's entry point runs inside an SMI (the MM core dispatches
-  drivers from an SMI once the CPU driver is installed); the startup
-  procedure check needs later SMIs, so a root MMI handler finishes the
-  test at a later SMI and prints the summary there.
+  The checks run in a root MMI handler, which the MM core calls inside
+  every SMI: the first call runs them, the second (a later SMI) checks
+  the startup procedure and prints the summary. The entry points are in
+  MmMpSelfTestDxeSmm.c (traditional MM, DXE_SMM_DRIVER) and
+  MmMpSelfTestStandaloneMm.c (Standalone MM, MM_STANDALONE).
 
   SPDX-License-Identifier: BSD-2-Clause-Patent
 **/
@@ -54,7 +55,7 @@ STATIC UINTN                         mDiffers;
 STATIC UINTN                         mSkipped;
 STATIC EFI_HANDLE                    mRootHandle;
 STATIC volatile BOOLEAN              mRelease;
-STATIC UINTN                         mFinishCalls;
+STATIC UINTN                         mHandlerCalls;
 STATIC CONST EFI_GUID                mMmMpInstanceGuid = MM_MP_INSTANCE_PROTOCOL_GUID;
 
 /**
@@ -562,34 +563,51 @@ PrintSummary (
 }
 
 /**
-  Root MMI handler: at its second call (so surely in an SMI after the
-  entry point's), check that the startup procedure ran on the BSP of this
-  SMI, deregister everything and print the summary.
+  The checks of one SMI (the first in which the handler below runs): every
+  CPU the rendezvous brought in is there. Registers the startup procedure
+  for the finish.
 **/
 STATIC
-EFI_STATUS
-EFIAPI
-FinishHandler (
-  IN EFI_HANDLE  DispatchHandle,
-  IN CONST VOID  *Context OPTIONAL,
-  IN OUT VOID    *CommBuffer OPTIONAL,
-  IN OUT UINTN   *CommBufferSize OPTIONAL
+VOID
+StartChecks (
+  VOID
+  )
+{
+  EFI_STATUS  Status;
+
+  FindPopulatedSlots ();
+  DEBUG ((
+    DEBUG_INFO,
+    "MmMpSelfTest: %u CPU slots, %u populated, BSP %u, MM MP by %a\n",
+    mCpus,
+    mPopulatedCount,
+    gMmst->CurrentlyExecutingCpu,
+    (mMmMp != NULL) ? "mm-mp" : "stock EDK2"
+    ));
+
+  RunInSmiChecks ();
+
+  //
+  // The startup procedure: registered now, checked at a later SMI.
+  //
+  Status = mMp->SetStartupProcedure (mMp, StartupProcedure, NULL);
+  Check (Status == EFI_SUCCESS, FALSE, "SetStartupProcedure", Status);
+}
+
+/**
+  At a later SMI: the startup procedure ran on the BSP of this SMI;
+  deregister everything and print the summary.
+**/
+STATIC
+VOID
+FinishChecks (
+  VOID
   )
 {
   EFI_STATUS  Status;
   UINTN       Bsp;
   UINTN       Ran;
   UINTN       Index;
-
-  //
-  // The MM core calls root handlers in the very SMI that dispatched this
-  // driver too. Of two invocations at least one is in a later SMI, whose
-  // entry ran the startup procedure on every CPU that came in.
-  //
-  mFinishCalls++;
-  if (mFinishCalls < 2) {
-    return EFI_WARN_INTERRUPT_SOURCE_QUIESCED;
-  }
 
   Bsp = gMmst->CurrentlyExecutingCpu;
   Ran = 0;
@@ -607,14 +625,43 @@ FinishHandler (
 
   gMmst->MmiHandlerUnRegister (mRootHandle);
   PrintSummary ();
+}
+
+/**
+  Root MMI handler: the MM core calls it once in every SMI, inside the SMI
+  and after the rendezvous. Its first call runs the checks, its second (a
+  later SMI, whose entry ran the startup procedure) finishes. Driver entry
+  points do not always run inside an SMI (Standalone MM dispatches them
+  from the MM core's start-up), a root handler always does.
+**/
+STATIC
+EFI_STATUS
+EFIAPI
+SelfTestHandler (
+  IN EFI_HANDLE  DispatchHandle,
+  IN CONST VOID  *Context OPTIONAL,
+  IN OUT VOID    *CommBuffer OPTIONAL,
+  IN OUT UINTN   *CommBufferSize OPTIONAL
+  )
+{
+  mHandlerCalls++;
+  if (mHandlerCalls == 1) {
+    StartChecks ();
+  } else if (mHandlerCalls == 2) {
+    FinishChecks ();
+  }
+
   return EFI_WARN_INTERRUPT_SOURCE_QUIESCED;
 }
 
+/**
+  What both entry points do (MmMpSelfTestDxeSmm.c, traditional MM;
+  MmMpSelfTestStandaloneMm.c, Standalone MM): find the protocols, set up
+  the records and register the root handler that runs the checks.
+**/
 EFI_STATUS
-EFIAPI
-MmMpSelfTestEntry (
-  IN EFI_HANDLE        ImageHandle,
-  IN EFI_SYSTEM_TABLE  *SystemTable
+MmMpSelfTestStart (
+  VOID
   )
 {
   EFI_STATUS  Status;
@@ -642,30 +689,10 @@ MmMpSelfTestEntry (
     return EFI_OUT_OF_RESOURCES;
   }
 
-  FindPopulatedSlots ();
-  DEBUG ((
-    DEBUG_INFO,
-    "MmMpSelfTest: %u CPU slots, %u populated, BSP %u, MM MP by %a\n",
-    mCpus,
-    mPopulatedCount,
-    gMmst->CurrentlyExecutingCpu,
-    (mMmMp != NULL) ? "mm-mp" : "stock EDK2"
-    ));
-
-  RunInSmiChecks ();
-
-  //
-  // The startup procedure: registered now, checked at a later SMI.
-  //
-  Status = mMp->SetStartupProcedure (mMp, StartupProcedure, NULL);
-  Check (Status == EFI_SUCCESS, FALSE, "SetStartupProcedure", Status);
-
-  Status = gMmst->MmiHandlerRegister (FinishHandler, NULL, &mRootHandle);
+  Status = gMmst->MmiHandlerRegister (SelfTestHandler, NULL, &mRootHandle);
   if (EFI_ERROR (Status)) {
-    Check (FALSE, FALSE, "MmiHandlerRegister", Status);
-    mMp->SetStartupProcedure (mMp, NULL, NULL);
-    PrintSummary ();
+    DEBUG ((DEBUG_ERROR, "MmMpSelfTest: MmiHandlerRegister: %r\n", Status));
   }
 
-  return EFI_SUCCESS;
+  return Status;
 }

@@ -58,6 +58,16 @@ def default_defines(mm="traditional"):
     return d
 
 
+def toolchain_env(toolchain, clang_bin):
+    """Environment a toolchain tag needs: the CLANG* tags find clang, lld
+    and the LLVM tools through CLANG_BIN (and CLANGDWARF's objcopy through
+    CLANGDWARF_X64_PREFIX, as tools_def.txt reads it)."""
+    if not toolchain.startswith("CLANG"):
+        return {}
+    prefix = clang_bin.rstrip("/") + "/"
+    return {"CLANG_BIN": prefix, "CLANGDWARF_X64_PREFIX": prefix}
+
+
 def run_build(tree, logfile, toolchain="GCC", target="DEBUG", defines=None, env_extra=None):
     """Source edksetup.sh in TREE and run build; returns (Firmware, seconds).
     The whole output goes to LOGFILE."""

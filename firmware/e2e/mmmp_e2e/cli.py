@@ -29,6 +29,24 @@ def csv_choice(choices):
     return parse
 
 
+def default_clang_bin():
+    """/usr/lib/llvm-N/bin for rustc's LLVM major version N, else clang's
+    directory on PATH."""
+    import re
+    import shutil
+    import subprocess
+
+    try:
+        out = subprocess.run(["rustc", "-vV"], capture_output=True, text=True).stdout
+        m = re.search(r"LLVM version: (\d+)", out)
+        if m and os.path.isdir("/usr/lib/llvm-%s/bin" % m.group(1)):
+            return "/usr/lib/llvm-%s/bin" % m.group(1)
+    except OSError:
+        pass
+    clang = shutil.which("clang")
+    return os.path.dirname(clang) if clang else "/usr/bin"
+
+
 def parser():
     p = argparse.ArgumentParser(
         prog="firmware/e2e/run.sh",
@@ -45,6 +63,15 @@ def parser():
     p.add_argument("--cpus", type=csv_ints, default=None, help="vCPU counts to boot (default: 1,2,4,8,32)")
     p.add_argument("--modes", type=csv_choice(("traditional", "relaxed")), default=("traditional", "relaxed"),
                    help="sync modes to boot: traditional (broadcast SMIs) and relaxed (directed SMI IPIs)")
+    p.add_argument("--mm", type=csv_choice(("traditional", "standalone")), default=("traditional",),
+                   help="MM flavours: traditional (PiSmmCpuDxeSmm, default) and/or standalone "
+                   "(PiSmmCpuStandaloneMm, OVMF's STANDALONE_MM_ENABLE): boot and slot checks for each")
+    p.add_argument("--toolchains", type=csv_choice(("GCC", "CLANGDWARF", "CLANGPDB")), default=("GCC",),
+                   help="EDK2 toolchain tags to build with (default GCC; CLANGDWARF links the ELF object, "
+                   "CLANGPDB the PE/COFF one): boot and slot checks for each")
+    p.add_argument("--clang-bin", default=os.environ.get("CLANG_BIN"),
+                   help="directory of clang, lld and the LLVM tools for the CLANG* toolchains "
+                   "(default: /usr/lib/llvm-N/bin of rustc's LLVM version N)")
     p.add_argument("--phases", type=csv_choice(PHASES), default=PHASES,
                    help="what to run (default: all): " + ",".join(PHASES))
     p.add_argument("--hotplug-cycles", type=int, default=None, help="CPU add/remove cycles (default 10)")
@@ -85,6 +112,8 @@ def parse(argv):
         args.relaxed_cpus = tuple(n for n in args.cpus if n <= 8) or args.cpus
     if args.hotplug_cycles < 0 or args.vars < 1 or args.timing_runs < 1:
         p.error("--hotplug-cycles >= 0, --vars >= 1, --timing-runs >= 1")
+    if args.clang_bin is None:
+        args.clang_bin = default_clang_bin()
     if args.work is None:
         repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
         args.work = os.path.join(repo, "target", "e2e")

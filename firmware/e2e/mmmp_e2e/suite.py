@@ -25,6 +25,33 @@ RELAXED_EDK2 = (
 SHELL_MARK = "MMMP-E2E-SHELL"
 
 
+class Target:
+    """One firmware build: a variant (stock, drop-in, full swap) for one MM
+    flavour (traditional, standalone) with one toolchain tag."""
+
+    def __init__(self, variant, mm="traditional", toolchain="GCC"):
+        self.variant = variant
+        self.mm = mm
+        self.toolchain = toolchain
+        self.key = workspace.variant_key(variant, mm, toolchain)
+        self.fw = None
+
+    @property
+    def title(self):
+        extra = [x for x in ("standalone MM" if self.mm == "standalone" else None,
+                             self.toolchain if self.toolchain != "GCC" else None) if x]
+        return workspace.VARIANT_TITLES[self.variant] + (" [%s]" % ", ".join(extra) if extra else "")
+
+    @property
+    def swap(self):
+        return self.variant == "swap"
+
+    def qemu_args(self):
+        """OVMF's Standalone MM runs out of MMRAM in QEMU's default 16 MiB
+        TSEG (VariableSmm.c ASSERTs 'Out of Resources' at start-up)."""
+        return ["-global", "mch.extended-tseg-mbytes=64"] if self.mm == "standalone" else []
+
+
 class BootResult:
     def __init__(self, ok, seconds, log, reason=""):
         self.ok = ok
@@ -43,7 +70,8 @@ class Suite:
         self.report = report or Report()
         self.work = os.path.abspath(args.work)
         self.runs_dir = os.path.join(self.work, "runs")
-        self.firmware = {}
+        self.targets = []  # built, in build order
+        self.primary = {}  # variant -> Target of the first MM flavour and toolchain
         self.var_medians = {}  # (variant, cpu) -> vartest summary
         self.hotplug_blocked = None  # reason, once QEMU is known not to hot-plug
         self.qemu = None
@@ -96,34 +124,44 @@ class Suite:
         self.report.section("workspace and builds")
         if "build" in a.phases:
             self.ws.prepare_base()
-        for variant in a.variants:
-            title = workspace.VARIANT_TITLES[variant]
-            if "build" in a.phases:
-                tree = self.ws.prepare_variant(variant)
-                logfile = os.path.join(self.ws.logs, "build-%s.log" % variant)
-                try:
-                    fw, seconds = build.run_build(tree, logfile, defines=build.default_defines())
-                except build.BuildError as e:
-                    self.report.check("build %s" % title, False, str(e))
-                    continue
-                size = fw.module_size("PiSmmCpuDxeSmm")
-                self.report.check("build %s" % title, True, "%.0f s, PiSmmCpuDxeSmm.efi %s bytes, log %s" % (
-                    seconds, size, logfile))
-            else:
-                fw = build.Firmware(self.ws.tree(variant), "GCC", "DEBUG")
-                if not fw.exists():
-                    self.report.check("firmware %s" % title, False, "not built (run with the build phase)")
-                    continue
-            self.firmware[variant] = fw
+        for mm in a.mm:
+            for toolchain in a.toolchains:
+                for variant in a.variants:
+                    self.build_target(Target(variant, mm, toolchain))
+
+    def build_target(self, t):
+        a = self.args
+        if "build" in a.phases:
+            tree = self.ws.prepare_variant(t.variant, t.mm, t.toolchain)
+            logfile = os.path.join(self.ws.logs, "build-%s.log" % t.key)
+            try:
+                fw, seconds = build.run_build(tree, logfile, toolchain=t.toolchain,
+                                              defines=build.default_defines(t.mm),
+                                              env_extra=build.toolchain_env(t.toolchain, a.clang_bin))
+            except build.BuildError as e:
+                self.report.check("build %s" % t.title, False, str(e))
+                return
+            driver = "PiSmmCpuStandaloneMm" if t.mm == "standalone" else "PiSmmCpuDxeSmm"
+            self.report.check("build %s" % t.title, True, "%.0f s, %s.efi %s bytes, log %s" % (
+                seconds, driver, fw.module_size(driver), logfile))
+        else:
+            fw = build.Firmware(self.ws.tree(t.key), t.toolchain, "DEBUG")
+            if not fw.exists():
+                self.report.check("firmware %s" % t.title, False, "not built (run with the build phase)")
+                return
+        t.fw = fw
+        self.targets.append(t)
+        if t.mm == a.mm[0] and t.toolchain == a.toolchains[0]:
+            self.primary[t.variant] = t
 
     # ------------------------------------------------------------------
     # Boots to the shell.
 
-    def esp_dir(self, variant):
+    def esp_dir(self, t):
         """A FAT directory with the shell as the removable-media boot file
         and a startup.nsh that prints a mark and powers off."""
-        fw = self.firmware[variant]
-        esp = os.path.join(self.work, "esp", variant)
+        fw = t.fw
+        esp = os.path.join(self.work, "esp", t.key)
         os.makedirs(os.path.join(esp, "EFI", "BOOT"), exist_ok=True)
         shutil.copy(fw.shell(), os.path.join(esp, "EFI", "BOOT", "BOOTX64.EFI"))
         with open(os.path.join(esp, "startup.nsh"), "w", newline="") as f:
@@ -137,21 +175,20 @@ class Suite:
         os.makedirs(d)
         return d
 
-    def machine(self, variant, run_dir, cpus, maxcpus=None, relaxed=False, memory=1024):
-        fw = self.firmware[variant]
+    def machine(self, t, run_dir, cpus, maxcpus=None, relaxed=False, memory=1024):
         vars_copy = os.path.join(run_dir, "vars.fd")
-        shutil.copy(fw.vars, vars_copy)
-        return qemu.machine_args(fw.code, vars_copy, cpus, maxcpus=maxcpus, memory=memory, accel=self.accel,
+        shutil.copy(t.fw.vars, vars_copy)
+        return qemu.machine_args(t.fw.code, vars_copy, cpus, maxcpus=maxcpus, memory=memory, accel=self.accel,
                                  tcg_thread=self.args.tcg_threads, relaxed=relaxed,
-                                 debuglog=os.path.join(run_dir, "firmware.log"))
+                                 debuglog=os.path.join(run_dir, "firmware.log")) + t.qemu_args()
 
-    def boot_to_shell(self, variant, cpus, maxcpus=None, relaxed=False, name=None):
+    def boot_to_shell(self, t, cpus, maxcpus=None, relaxed=False, name=None):
         """Boot to the UEFI shell, let startup.nsh power off; seconds from
         QEMU's start to its exit."""
-        name = name or "%s-%d" % (variant, cpus)
+        name = name or "%s-%d" % (t.key, cpus)
         run_dir = self.new_run_dir(name)
-        esp = self.esp_dir(variant)
-        args = self.machine(variant, run_dir, cpus, maxcpus, relaxed)
+        esp = self.esp_dir(t)
+        args = self.machine(t, run_dir, cpus, maxcpus, relaxed)
         args += ["-drive", "if=none,id=esp,format=raw,readonly=on,file=fat:" + esp,
                  "-device", "virtio-blk-pci,drive=esp"]
         timeout = self.args.boot_timeout
@@ -173,12 +210,12 @@ class Suite:
             return BootResult(False, seconds, log, "no power-off after the shell (exit %s); logs in %s" % (rc, run_dir))
         return BootResult(True, seconds, log)
 
-    def check_firmware_log(self, what, variant, log, relaxed=False, cpus=None, slots=None):
+    def check_firmware_log(self, what, t, log, relaxed=False, cpus=None, slots=None):
         """The self-test line, no ASSERT or CPU exception; for the swap the
         mode line and, in relaxed mode, IPIs."""
         r = self.report
         st = log.selftest()
-        expect_by = "mm-mp" if variant == "swap" else "stock EDK2"
+        expect_by = "mm-mp" if t.swap else "stock EDK2"
         if st is None:
             r.check(what + ": self-test", False, "no MmMpSelfTest summary in the firmware log")
         else:
@@ -191,7 +228,7 @@ class Suite:
             s = log.selftest_slots()
             r.check(what + ": self-test sees the empty slots", s is not None and (s["slots"], s["populated"]) == slots,
                     "%s" % (s,))
-        if variant == "swap":
+        if t.swap:
             cfg = log.mmmp_config()
             mode = "relaxed" if relaxed else "traditional"
             r.check(what + ": mm-mp runs in %s mode" % mode, cfg is not None and cfg["mode"] == mode,
@@ -207,34 +244,29 @@ class Suite:
     def phase_boot(self):
         a = self.args
         self.report.section("boot to the UEFI shell and power off")
-        for variant in a.variants:
-            if variant not in self.firmware:
-                continue
-            title = workspace.VARIANT_TITLES[variant]
+        for t in self.targets:
             for mode in a.modes:
                 relaxed = mode == "relaxed"
                 for n in (a.relaxed_cpus if relaxed else a.cpus):
-                    what = "%s, %s, %d vCPU%s" % (title, mode, n, "" if n == 1 else "s")
-                    res = self.boot_to_shell(variant, n, relaxed=relaxed, name="%s-%s-%d" % (variant, mode, n))
+                    what = "%s, %s, %d vCPU%s" % (t.title, mode, n, "" if n == 1 else "s")
+                    res = self.boot_to_shell(t, n, relaxed=relaxed, name="%s-%s-%d" % (t.key, mode, n))
                     if not self.report.check(what + ": shell reached, powered off", res.ok,
                                              ("%.1f s" % res.seconds) if res.ok else res.reason):
                         bad = res.log.asserts() + res.log.exceptions()
                         if bad:
                             self.say("first ASSERT/exception: " + bad[0])
                         continue
-                    self.check_firmware_log(what, variant, res.log, relaxed=relaxed, cpus=n)
+                    self.check_firmware_log(what, t, res.log, relaxed=relaxed, cpus=n)
 
     def phase_slots(self):
         """A hot-plug platform's empty slots: -smp 2,maxcpus=4."""
         self.report.section("empty hot-plug slots (-smp 2,maxcpus=%d)" % HOTPLUG_MAXCPUS)
-        for variant in self.args.variants:
-            if variant not in self.firmware:
-                continue
-            what = "%s, 2 of %d slots" % (workspace.VARIANT_TITLES[variant], HOTPLUG_MAXCPUS)
-            res = self.boot_to_shell(variant, 2, maxcpus=HOTPLUG_MAXCPUS, name="%s-slots" % variant)
+        for t in self.targets:
+            what = "%s, 2 of %d slots" % (t.title, HOTPLUG_MAXCPUS)
+            res = self.boot_to_shell(t, 2, maxcpus=HOTPLUG_MAXCPUS, name="%s-slots" % t.key)
             if self.report.check(what + ": shell reached, powered off", res.ok,
                                  ("%.1f s" % res.seconds) if res.ok else res.reason):
-                self.check_firmware_log(what, variant, res.log, slots=(HOTPLUG_MAXCPUS, 2))
+                self.check_firmware_log(what, t, res.log, slots=(HOTPLUG_MAXCPUS, 2))
 
     # ------------------------------------------------------------------
     # Linux.
@@ -245,19 +277,19 @@ class Suite:
         image = guest.GuestImage(os.path.join(self.work, "guest"), printer=self.say)
         self.kernel, self.initrd = image.build()
         self.say("guest: %s + %s (%s)" % (os.path.basename(self.kernel), self.initrd, guest.KERNEL_CMDLINE))
-        order = [v for v in ("stock", "dropin", "swap") if v in a.variants and v in self.firmware]
-        for variant in order:
-            self.linux_traditional(variant)
+        order = [self.primary[v] for v in ("stock", "dropin", "swap") if v in self.primary]
+        for t in order:
+            self.linux_traditional(t)
         if "relaxed" in a.modes:
-            for variant in order:
-                self.linux_variables_only(variant, relaxed=True)
+            for t in order:
+                self.linux_variables_only(t, relaxed=True)
 
-    def start_linux(self, variant, run_dir, cpus, maxcpus=None, relaxed=False):
-        args = self.machine(variant, run_dir, cpus, maxcpus, relaxed)
+    def start_linux(self, t, run_dir, cpus, maxcpus=None, relaxed=False):
+        args = self.machine(t, run_dir, cpus, maxcpus, relaxed)
         args += ["-kernel", self.kernel, "-initrd", self.initrd, "-append", guest.KERNEL_CMDLINE]
         return qemu.Vm(self.qemu, args, run_dir, "linux")
 
-    def vars_on(self, g, what, variant, cpu, count, prefix, role, known_reason=None):
+    def vars_on(self, g, what, cpu, count, prefix, role, known_reason=None):
         rc, out = g.run("taskset -c %d vartest %d %d %s" % (cpu, cpu, count, prefix), timeout=60 + count * 30)
         summary, bad, on = guest.parse_vartest(out or "")
         ok = rc == 0 and summary is not None and summary["ok"] == count and on == [cpu]
@@ -276,43 +308,41 @@ class Suite:
             self.report.check(name, ok, detail)
         return summary, bad
 
-    def linux_variables_only(self, variant, relaxed):
+    def linux_variables_only(self, t, relaxed):
         """Variables from the BSP and the AP in relaxed mode (QEMU without
         broadcast SMIs: the writing CPU enters SMM alone)."""
         a = self.args
-        title = workspace.VARIANT_TITLES[variant]
-        what = "Linux, %s, %s" % (title, "relaxed" if relaxed else "traditional")
-        run_dir = self.new_run_dir("linux-%s-%s" % (variant, "relaxed" if relaxed else "traditional"))
-        with self.start_linux(variant, run_dir, 2, relaxed=relaxed) as vm:
+        what = "Linux, %s, %s" % (t.title, "relaxed" if relaxed else "traditional")
+        run_dir = self.new_run_dir("linux-%s-%s" % (t.key, "relaxed" if relaxed else "traditional"))
+        with self.start_linux(t, run_dir, 2, relaxed=relaxed) as vm:
             g = guest.Guest(vm, self.say)
             ready = g.wait_ready(a.boot_timeout)
             if not self.report.check(what + ": guest up with efivarfs", ready is not None and ready[0] == 2,
                                      "nproc %s, %s variables" % ready if ready else "no READY line; logs in " + run_dir):
                 return
-            known = RELAXED_EDK2 if (relaxed and variant != "swap") else None
+            known = RELAXED_EDK2 if (relaxed and not t.swap) else None
             for cpu in (0, 1):
-                self.vars_on(g, what, variant, cpu, a.vars, "r%d-" % cpu, "BSP" if cpu == 0 else "AP", known)
+                self.vars_on(g, what, cpu, a.vars, "r%d-" % cpu, "BSP" if cpu == 0 else "AP", known)
             g.run("sync", timeout=30)
         log = fwlog.FirmwareLog.read(os.path.join(run_dir, "firmware.log"))
         bad = log.asserts() + log.exceptions()
         self.report.check(what + ": no ASSERT, no CPU exception", not bad, bad[0] if bad else "")
 
-    def linux_traditional(self, variant):
+    def linux_traditional(self, t):
         a = self.args
-        title = workspace.VARIANT_TITLES[variant]
-        what = "Linux, %s" % title
-        run_dir = self.new_run_dir("linux-%s" % variant)
-        with self.start_linux(variant, run_dir, 2, maxcpus=HOTPLUG_MAXCPUS) as vm:
+        what = "Linux, %s" % t.title
+        run_dir = self.new_run_dir("linux-%s" % t.key)
+        with self.start_linux(t, run_dir, 2, maxcpus=HOTPLUG_MAXCPUS) as vm:
             g = guest.Guest(vm, self.say)
             ready = g.wait_ready(a.boot_timeout)
             if not self.report.check(what + ": guest up with efivarfs", ready is not None and ready[0] == 2,
                                      ("nproc %s, %s variables" % ready) if ready else "no READY line; logs in " + run_dir):
                 return
             for cpu in (0, 1):
-                summary, _ = self.vars_on(g, what, variant, cpu, a.vars, "v%d-" % cpu, "BSP" if cpu == 0 else "AP")
+                summary, _ = self.vars_on(g, what, cpu, a.vars, "v%d-" % cpu, "BSP" if cpu == 0 else "AP")
                 if summary:
-                    self.var_medians[(variant, cpu)] = summary
-            adds, removes = self.hotplug(vm, g, what, variant)
+                    self.var_medians[(t.variant, cpu)] = summary
+            adds, removes = self.hotplug(vm, g, what, t)
             g.run("sync", timeout=30)
         log = fwlog.FirmwareLog.read(os.path.join(run_dir, "firmware.log"))
         bad = log.asserts() + log.exceptions()
@@ -324,7 +354,7 @@ class Suite:
             unplugged = log.unplugged()
             self.report.check(what + ": CpuHotplugSmm ejected every removed CPU (RemoveProcessor)",
                               len(unplugged) == removes, "%d of %d ejections" % (len(unplugged), removes))
-            if variant == "swap":
+            if t.swap:
                 applied = log.hotplug_applied()
                 self.report.check(what + ": mm-mp applied every add and removal",
                                   applied is not None and applied[1:] == (adds, removes),
@@ -333,11 +363,14 @@ class Suite:
     # ------------------------------------------------------------------
     # CPU hot-plug.
 
-    def hotplug(self, vm, g, what, variant):
+    def hotplug(self, vm, g, what, t):
         """Cycles of add / online / variables / offline / remove, then two
         CPUs at once. Returns (adds, removes) that completed."""
         a = self.args
         if a.hotplug_cycles == 0:
+            return 0, 0
+        if t.mm == "standalone":
+            self.report.skip(what + ": CPU hot-plug", "OVMF's Standalone MM build has no CpuHotplugSmm")
             return 0, 0
         if self.hotplug_blocked:
             self.report.skip(what + ": CPU hot-plug", self.hotplug_blocked)
@@ -375,8 +408,7 @@ class Suite:
                 ok &= rc == 0
             adds += len(batch)
             for n, cpu in enumerate(new):
-                summary, _ = self.vars_on(g, "%s: %s" % (what, label), variant, cpu, 3, "h%d%d-" % (k, n),
-                                          "hot-added")
+                summary, _ = self.vars_on(g, "%s: %s" % (what, label), cpu, 3, "h%d%d-" % (k, n), "hot-added")
                 ok &= summary is not None and summary["ok"] == 3
             for cpu in new:
                 rc, out = g.run("offline %d" % cpu, timeout=120)
@@ -422,7 +454,7 @@ class Suite:
 
     def phase_timing(self):
         a = self.args
-        if not ("stock" in self.firmware and "swap" in self.firmware):
+        if not ("stock" in self.primary and "swap" in self.primary):
             self.report.skip("timing", "needs the stock and the full-swap builds")
             return
         self.report.section("timing: boot to power-off, stock and full swap alternating")
@@ -432,7 +464,7 @@ class Suite:
             for run in range(a.timing_runs):
                 sides = ("stock", "swap") if run % 2 == 0 else ("swap", "stock")
                 for side in sides:
-                    res = self.boot_to_shell(side, n, name="timing-%s-%d" % (side, n))
+                    res = self.boot_to_shell(self.primary[side], n, name="timing-%s-%d" % (side, n))
                     if res.ok:
                         times[side].append(res.seconds)
                     else:

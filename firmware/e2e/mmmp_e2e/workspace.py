@@ -379,10 +379,10 @@ class Workspace:
     def tree(self, key):
         return os.path.join(self.work, "trees", key)
 
-    def prepare_variant(self, variant, mm="traditional", extra_stamp=""):
+    def prepare_variant(self, variant, mm="traditional", toolchain="GCC"):
         """A copy of the base with MmMpPkg installed and the variant's
         edits; returns the tree's path."""
-        key = variant_key(variant, mm, extra_stamp)
+        key = variant_key(variant, mm, toolchain)
         tree = self.tree(key)
         stamp = "variant %s %s %s" % (key, self.identity, read_stamp(self.base))
         if read_stamp(tree) != stamp:
@@ -390,7 +390,7 @@ class Workspace:
             copy_tree(self.base, tree)
         log = EditLog(self.printer)
         self.install_package(tree)
-        apply_variant_edits(tree, variant, mm, log)
+        apply_variant_edits(tree, variant, mm, log, coff=is_coff_toolchain(toolchain))
         write_stamp(tree, stamp)
         return tree
 
@@ -411,14 +411,27 @@ def _python():
     return sys.executable or "python3"
 
 
-def variant_key(variant, mm="traditional", extra=""):
-    key = variant if mm == "traditional" else "%s-%s" % (variant, mm)
-    return key + (("-" + extra) if extra else "")
+def variant_key(variant, mm="traditional", toolchain="GCC"):
+    """The tree's name: the variant, then the MM flavour and the toolchain
+    when they are not the defaults (traditional MM, GCC)."""
+    parts = [variant]
+    if mm != "traditional":
+        parts.append(mm)
+    if toolchain != "GCC":
+        parts.append(toolchain.lower())
+    return "-".join(parts)
 
 
-def apply_variant_edits(tree, variant, mm, log):
+def is_coff_toolchain(toolchain):
+    """Toolchains that link PE/COFF objects (lld-link, link.exe): they take
+    MmMpPkg's *Coff.inf library instances."""
+    return toolchain == "CLANGPDB" or toolchain.startswith("VS")
+
+
+def apply_variant_edits(tree, variant, mm, log, coff=False):
     """The self-test in every variant; the SmmCpuSyncLib line (drop-in) or
-    the INF swap and the MmMpLib line (full swap)."""
+    the INF swap and the MmMpLib line (full swap). COFF: the library
+    instances that carry the COFF object."""
     if variant not in VARIANTS:
         raise PrepareError("unknown variant " + variant)
     driver = DRIVER_INF[mm]
@@ -432,7 +445,7 @@ def apply_variant_edits(tree, variant, mm, log):
             PLATFORM_DSC,
             driver,
             "SmmCpuSyncLib",
-            "MmMpPkg/Library/SmmCpuSyncLibMmMp/SmmCpuSyncLibMmMp.inf",
+            "MmMpPkg/Library/SmmCpuSyncLibMmMp/SmmCpuSyncLibMmMp%s.inf" % ("Coff" if coff else ""),
             log,
             "level 1: SmmCpuSyncLib drop-in",
         )
@@ -450,7 +463,7 @@ def apply_variant_edits(tree, variant, mm, log):
             PLATFORM_DSC,
             driver,
             "MmMpLib",
-            "MmMpPkg/Library/MmMpLib/MmMpLib.inf",
+            "MmMpPkg/Library/MmMpLib/MmMpLib%s.inf" % ("Coff" if coff else ""),
             log,
             "level 2: full swap",
         )
