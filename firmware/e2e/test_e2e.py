@@ -9,6 +9,7 @@ writer and the guest's output parsing."""
 import io
 import json
 import os
+import re
 import socket
 import sys
 import tempfile
@@ -391,6 +392,15 @@ class Guest(unittest.TestCase):
         ])
         self.assertEqual(len(data) % 512, 0)
         self.assertEqual(guest.cpio_names(data), ["bin", "dev/console", "init", "bin/sh", "odd"])
+
+    def test_numbers_need_their_line_end(self):
+        # The console is searched while it streams in: half a line must not match.
+        self.assertIsNone(re.search(guest.READY, "MMMP-GUEST-READY nproc=2 efivars=2"))
+        m = re.search(guest.READY, "MMMP-GUEST-READY nproc=2 efivars=21\r\n")
+        self.assertEqual(m.groups(), ("2", "21"))
+        self.assertIsNone(re.search(guest.end_of("@@END 7"), "@@END 7 12"))
+        self.assertEqual(re.search(guest.end_of("@@END 7"), "x\n@@END 7 127\n").group(1), "127")
+        self.assertIsNone(re.search(guest.end_of("@@END 7"), "@@END 71 0\n"))
 
     def test_parse_vartest(self):
         summary, bad, on = guest.parse_vartest(testdata("vartest.out"))

@@ -191,6 +191,17 @@ class GuestImage:
 # Talking to the guest.
 
 
+# The serial output is searched while it arrives: a number is only
+# complete once its line ends (else "efivars=2" would match the first
+# digit of "efivars=21").
+READY = r"MMMP-GUEST-READY nproc=(\d+) efivars=(\d+)\r?\n"
+
+
+def end_of(tag):
+    """The line `<tag> <exit code>` that ends a guest command."""
+    return re.escape(tag) + r" (\d+)\r?\n"
+
+
 class Guest:
     """Commands over the serial console of a running Vm."""
 
@@ -200,7 +211,7 @@ class Guest:
         self.n = 0
 
     def wait_ready(self, timeout):
-        m = self.vm.wait_for(r"MMMP-GUEST-READY nproc=(\d+) efivars=(\d+)", timeout)
+        m = self.vm.wait_for(READY, timeout)
         return (int(m.group(1)), int(m.group(2))) if m else None
 
     def run(self, command, timeout=120):
@@ -210,7 +221,7 @@ class Guest:
         tag = "@@END %d" % self.n
         start = self.vm.cursor
         self.vm.send("{ %s ; } 2>&1; echo \"%s $?\"\n" % (command, tag))
-        m = self.vm.wait_for(re.escape(tag) + r" (\d+)", timeout)
+        m = self.vm.wait_for(end_of(tag), timeout)
         text = self.vm.text()
         if not m:
             return None, text[start:]
