@@ -24,6 +24,14 @@ RELAXED_EDK2 = (
 )
 SHELL_MARK = "MMMP-E2E-SHELL"
 
+# Why Standalone MM gets no empty-slot boot: EDK2's CPU driver, stock
+# or swapped, needs an SMBASE for every possible CPU.
+STANDALONE_SLOTS = (
+    "EDK2's PiSmmCpuStandaloneMm takes every possible CPU's SMBASE from the SMM base HOBs PEI made for "
+    "the CPUs present, and stops at 'ASSERT PiSmmCpuCommon.c(530): NumberOfProcessors == MaxNumberOfCpus' "
+    "when maxcpus exceeds them (stock and swap alike; OVMF's Standalone MM has no CPU hot-plug)"
+)
+
 
 class Target:
     """One firmware build: a variant (stock, drop-in, full swap) for one MM
@@ -192,16 +200,22 @@ class Suite:
         args += ["-drive", "if=none,id=esp,format=raw,readonly=on,file=fat:" + esp,
                  "-device", "virtio-blk-pci,drive=esp"]
         timeout = self.args.boot_timeout
+        logfile = os.path.join(run_dir, "firmware.log")
         with qemu.Vm(self.qemu, args, run_dir, "boot") as vm:
-            m = vm.wait_for(r"Press ESC in \d+ seconds|" + SHELL_MARK, timeout)
+            m = self.wait_or_assert(vm, r"Press ESC in \d+ seconds|" + SHELL_MARK, timeout, logfile)
             if m and m.group(0) != SHELL_MARK.encode():
                 # Any key but ESC runs startup.nsh at once.
                 vm.send("\r")
-                m = vm.wait_for(SHELL_MARK, 120)
+                m = self.wait_or_assert(vm, SHELL_MARK, 120, logfile)
             if not m:
-                log = fwlog.FirmwareLog.read(os.path.join(run_dir, "firmware.log"))
-                why = "no shell after %.0f s" % vm.elapsed() if vm.proc.poll() is None else \
-                    "QEMU exited (%s) before the shell: %s" % (vm.proc.returncode, vm.stderr_text().strip()[-300:])
+                log = fwlog.FirmwareLog.read(logfile)
+                stuck = log.asserts() + log.exceptions()
+                if stuck:
+                    why = "stopped at %s after %.0f s" % (stuck[0], vm.elapsed())
+                elif vm.proc.poll() is None:
+                    why = "no shell after %.0f s" % vm.elapsed()
+                else:
+                    why = "QEMU exited (%s) before the shell: %s" % (vm.proc.returncode, vm.stderr_text().strip()[-300:])
                 return BootResult(False, vm.elapsed(), log, why + "; logs in " + run_dir)
             rc = vm.wait_exit(120)
             seconds = vm.elapsed()
@@ -209,6 +223,22 @@ class Suite:
         if rc != 0:
             return BootResult(False, seconds, log, "no power-off after the shell (exit %s); logs in %s" % (rc, run_dir))
         return BootResult(True, seconds, log)
+
+    def wait_or_assert(self, vm, pattern, timeout, logfile):
+        """wait_for PATTERN, looking at the firmware log every few seconds:
+        a DEBUG build stops for good at an ASSERT or a CPU exception, so
+        there is no point in waiting longer (None then)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            m = vm.wait_for(pattern, min(left, 10))
+            if m or vm.proc.poll() is not None:
+                return m
+            log = fwlog.FirmwareLog.read(logfile)
+            if log.asserts() or log.exceptions():
+                return None
 
     def check_firmware_log(self, what, t, log, relaxed=False, cpus=None, slots=None):
         """The self-test line, no ASSERT or CPU exception; for the swap the
@@ -263,6 +293,9 @@ class Suite:
         self.report.section("empty hot-plug slots (-smp 2,maxcpus=%d)" % HOTPLUG_MAXCPUS)
         for t in self.targets:
             what = "%s, 2 of %d slots" % (t.title, HOTPLUG_MAXCPUS)
+            if t.mm == "standalone":
+                self.report.skip(what, STANDALONE_SLOTS)
+                continue
             res = self.boot_to_shell(t, 2, maxcpus=HOTPLUG_MAXCPUS, name="%s-slots" % t.key)
             if self.report.check(what + ": shell reached, powered off", res.ok,
                                  ("%.1f s" % res.seconds) if res.ok else res.reason):
