@@ -25,20 +25,9 @@ bin="${LLVM_BIN:?LLVM_BIN: the LLVM tools (see firmware/Makefile)}"
 fail=0
 patterns='panicking|rust_begin_unwind|panic_bounds_check|slice_(start_|end_)?index|index_len_fail|unwrap_failed|expect_failed|panic_const|panic_fmt|begin_panic|_panic'
 
-undefined() { "$bin/llvm-nm" -u "$1" | awk '{ print $NF }' | sort -u; }
-check_list() {
-  local file="$1" allowed="$2" sym found
-  found="$(undefined "$file")"
-  echo "undefined symbols of $(basename "$file"): $(echo $found)"
-  for sym in $found; do
-    if ! grep -qw -- "$sym" <<<"$allowed"; then
-      echo "  NOT ALLOWED: $sym" >&2
-      fail=1
-    fi
-  done
-}
-check_list "$raw" "memcpy memset memmove memcmp bcmp"
-check_list "$obj" "MmMpMemCopy MmMpMemSet MmMpMemMove MmMpMemCompare MmMpMemBcmp"
+. "$here/allow-list.sh"
+check_undefined "$bin/llvm-nm" "$raw" "$ALLOWED_RAW"
+check_undefined "$bin/llvm-nm" "$obj" "$ALLOWED_SHIPPED"
 
 # External functions defined: the same names in both objects.
 coff_exports="$("$bin/llvm-nm" -g --defined-only "$obj" | awk '$2 == "T" { print $3 }' | sort)"

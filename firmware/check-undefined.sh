@@ -20,21 +20,9 @@ raw="$1"
 obj="$2"
 fail=0
 
-check_list() {
-  local file="$1" allowed="$2" sym
-  local found
-  found="$(nm -u "$file" | awk '{ print $2 }' | sort -u)"
-  echo "undefined symbols of $(basename "$file"): $(echo $found)"
-  for sym in $found; do
-    if ! grep -qw -- "$sym" <<<"$allowed"; then
-      echo "  NOT ALLOWED: $sym" >&2
-      fail=1
-    fi
-  done
-}
-
-check_list "$raw" "memcpy memset memmove memcmp bcmp"
-check_list "$obj" "MmMpMemCopy MmMpMemSet MmMpMemMove MmMpMemCompare MmMpMemBcmp"
+. "$(dirname "$0")/allow-list.sh"
+check_undefined nm "$raw" "$ALLOWED_RAW"
+check_undefined nm "$obj" "$ALLOWED_SHIPPED"
 
 # Relocations of allocated sections only (debug and unwind sections are
 # dropped by EDK2's linker script).
