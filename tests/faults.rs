@@ -166,6 +166,40 @@ fn ap_never_arrives() {
     }
 }
 
+/// BEHAVIOUR.md §6.4 step 1: an AP waits the *first* timeout for "BSP
+/// inside", then sends the IPI and waits the *second*. With distinct
+/// timeouts (1 ms, 50 ms) on a manual clock the IPI leaves after about
+/// 1 ms and the AP gives up about 50 ms after it.
+#[test]
+fn ap_waits_take_the_first_then_the_second_timeout() {
+    for relaxed in MODES {
+        let sim = machine(
+            Options::new(2)
+                .relaxed(relaxed)
+                .fixed_bsp(0)
+                .clock(Clock::Manual { per_pause: TICK })
+                .timeouts_us(1_000, 50_000),
+        );
+        let t0 = sim.ticks.load(Ordering::SeqCst);
+        sim.smi_stepped(&[1]);
+        let end = sim.ticks.load(Ordering::SeqCst);
+        let sent = sim.ipi_ticks.lock().unwrap().clone();
+        assert_eq!(sent.len(), 1, "relaxed={relaxed}: one IPI to the BSP");
+        let first = sent[0] - t0;
+        assert!(
+            (1_000_000..3_000_000).contains(&first),
+            "relaxed={relaxed}: IPI {first} ns after the SMI, want about the first timeout"
+        );
+        let second = end - sent[0];
+        assert!(
+            (50_000_000..53_000_000).contains(&second),
+            "relaxed={relaxed}: gave up {second} ns after the IPI, want about the second timeout"
+        );
+        assert_eq!(sim.foundation_calls.load(Ordering::SeqCst), 0);
+        assert_balanced(&sim);
+    }
+}
+
 /// BEHAVIOUR.md §6.4 step 1, §10.8: the fixed BSP never arrives. Every AP waits
 /// timeout 1, sends the BSP an SMI IPI, waits timeout 2, checks out and
 /// leaves; no handler runs, the arrival counter is back at 0, and the next

@@ -103,7 +103,7 @@ fn unicast_smi_from_the_bsp() {
                 Options::new(n)
                     .relaxed(relaxed)
                     .clock(Clock::Real)
-                    .timeout_us(50_000),
+                    .timeouts_us(50_000, 10_000_000),
             );
             let results = Arc::new(std::sync::Mutex::new(Vec::new()));
             let rec: Arc<Record> = Arc::from(Record::new(n));
@@ -154,7 +154,7 @@ fn smi_from_an_ap() {
                 let mut o = Options::new(n)
                     .relaxed(relaxed)
                     .clock(Clock::Real)
-                    .timeout_us(50_000);
+                    .timeouts_us(50_000, 10_000_000);
                 if !election {
                     o = o.fixed_bsp(0);
                 }

@@ -66,7 +66,10 @@ pub struct Options {
     pub fixed_bsp: u32,
     pub blocking_startup: bool,
     pub clock: Clock,
+    /// `ApSyncTimeoutUs`, the first arrival timeout.
     pub timeout_us: u64,
+    /// `ApSyncTimeout2Us`; `None`: the same as the first.
+    pub timeout2_us: Option<u64>,
     pub empty: Vec<usize>,
     /// Install a GetApicId hook (caller checks).
     pub apic_hook: bool,
@@ -93,6 +96,7 @@ impl Options {
             blocking_startup: false,
             clock: Clock::None,
             timeout_us: 1000,
+            timeout2_us: None,
             empty: Vec::new(),
             apic_hook: true,
             mtrrs: false,
@@ -124,6 +128,14 @@ impl Options {
     }
     pub fn timeout_us(mut self, t: u64) -> Self {
         self.timeout_us = t;
+        self
+    }
+    /// Distinct first and second timeouts. A short first and a long second
+    /// timeout keep a test that pulls CPUs in with SMI IPIs quick without
+    /// making it depend on how soon a loaded host schedules their threads.
+    pub fn timeouts_us(mut self, first: u64, second: u64) -> Self {
+        self.timeout_us = first;
+        self.timeout2_us = Some(second);
         self
     }
     pub fn relaxed(mut self, r: bool) -> Self {
@@ -181,6 +193,8 @@ pub struct Sim {
     pub ticks: AtomicU64,
     start: std::time::Instant,
     pub ipis: Mutex<Vec<u64>>,
+    /// The clock's ticks when each of `ipis` was sent.
+    pub ipi_ticks: Mutex<Vec<u64>>,
     pub logs: Mutex<Vec<String>>,
     stepping: AtomicBool,
     pub entries: AtomicUsize,
@@ -275,6 +289,10 @@ unsafe extern "efiapi" fn cb_apic(_ctx: *mut c_void) -> u64 {
 unsafe extern "efiapi" fn cb_ipi(ctx: *mut c_void, apic_id: u64) {
     let sim = sim_of(ctx);
     sim.ipis.lock().unwrap().push(apic_id);
+    sim.ipi_ticks
+        .lock()
+        .unwrap()
+        .push(sim.ticks.load(Ordering::SeqCst));
     if sim.deliver_ipis.load(Ordering::SeqCst) {
         if let Some(p) = sim.pending.get(cpu_of_apic(apic_id)) {
             p.store(true, Ordering::SeqCst);
@@ -452,7 +470,7 @@ pub fn config(opts: &Options, table: &[ProcessorInformation]) -> MmMpConfig {
         configure_mtrrs: Boolean::from(opts.mtrrs),
         reserved: 0,
         ap_sync_timeout_us: opts.timeout_us,
-        ap_sync_timeout2_us: opts.timeout_us,
+        ap_sync_timeout2_us: opts.timeout2_us.unwrap_or(opts.timeout_us),
         processor_info: table.as_ptr(),
         hot_plug_apic_id: std::ptr::null_mut(),
     }
@@ -528,6 +546,7 @@ impl Sim {
             ticks: AtomicU64::new(1000),
             start: std::time::Instant::now(),
             ipis: Mutex::new(Vec::new()),
+            ipi_ticks: Mutex::new(Vec::new()),
             logs: Mutex::new(Vec::new()),
             stepping: AtomicBool::new(false),
             entries: AtomicUsize::new(0),
