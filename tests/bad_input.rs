@@ -17,7 +17,7 @@
 mod common;
 
 use std::ffi::c_void;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use common::*;
@@ -73,6 +73,19 @@ struct Row {
     call: Call,
     /// `None` for VOID functions (only "nothing changed" is asserted).
     want: Option<Status>,
+    /// `"Function.Parameter"` (names as in include/mm_mp.h) when the row
+    /// passes NULL for exactly that pointer parameter, every other argument
+    /// valid: `every_pointer_parameter_has_a_null_row` checks that every
+    /// pointer parameter of every export and protocol member has one.
+    null: Option<&'static str>,
+}
+
+impl Row {
+    /// Marks the row as the NULL case of `key` (`"Function.Parameter"`).
+    fn null(mut self, key: &'static str) -> Row {
+        self.null = Some(key);
+        self
+    }
 }
 
 /// What rows can refer to.
@@ -260,16 +273,6 @@ fn startup(f: &Fix, p: bool, cpu: usize, blocking: bool) -> Option<Status> {
     })
 }
 
-/// INVALID_PARAMETER if every status of a bundled row is, else SUCCESS
-/// (which no such row expects).
-fn all_invalid(all: &[Status]) -> Option<Status> {
-    Some(if all.iter().all(|&s| s == Status::INVALID_PARAMETER) {
-        Status::INVALID_PARAMETER
-    } else {
-        Status::SUCCESS
-    })
-}
-
 /// A failing broadcast with a token variable holding `token` and a status
 /// array: neither may be written.
 fn broadcast_writes_nothing(f: &Fix, token: MmCompletion) -> Option<Status> {
@@ -308,6 +311,7 @@ fn row(
         what,
         call: Box::new(call),
         want,
+        null: None,
     }
 }
 
@@ -382,17 +386,14 @@ fn rows() -> Vec<Row> {
         f.sim.as_cpu(FREE, || startup(f, true, BUSY, false))
     }));
     // §2.1
-    r.push(row(
-        Outside,
-        "§2.1",
-        "GetNumberOfProcessors NULL",
-        INV,
-        |f| {
+    r.push(
+        row(Outside, "§2.1", "GetNumberOfProcessors NULL", INV, |f| {
             let mp = f.sim.mp();
             // SAFETY: NULL is the input under test.
             Some(unsafe { (mp.get_number_of_processors)(mp, std::ptr::null_mut()) })
-        },
-    ));
+        })
+        .null("GetNumberOfProcessors.NumberOfProcessors"),
+    );
     // §2.2 checks 1-7, in order (procedure, CPU, timeout), then the [DIFF] rows.
     for (spec, what, p, cpu, timeout) in [
         ("§2.2 1", "Dispatch CpuNumber = NumberOfCpus", true, N, 0),
@@ -423,9 +424,14 @@ fn rows() -> Vec<Row> {
         ),
         ("§2.2 7", "Dispatch NULL procedure", false, FREE, 0),
     ] {
-        r.push(row(A, spec, what, INV, move |f| {
+        let rw = row(A, spec, what, INV, move |f| {
             with_token(T0, |t| dispatch(f, p, cpu, timeout, t))
-        }));
+        });
+        r.push(if !p && cpu == FREE {
+            rw.null("DispatchProcedure.Procedure")
+        } else {
+            rw
+        });
     }
     r.push(row(
         A,
@@ -476,9 +482,12 @@ fn rows() -> Vec<Row> {
         INV,
         |f| broadcast(f, true, 5, std::ptr::null_mut(), std::ptr::null_mut()),
     ));
-    r.push(row(A, "§2.3 2", "Broadcast NULL procedure", INV, |f| {
-        broadcast(f, false, 0, std::ptr::null_mut(), std::ptr::null_mut())
-    }));
+    r.push(
+        row(A, "§2.3 2", "Broadcast NULL procedure", INV, |f| {
+            broadcast(f, false, 0, std::ptr::null_mut(), std::ptr::null_mut())
+        })
+        .null("BroadcastProcedure.Procedure"),
+    );
     r.push(row(
         A,
         "§2.3 3",
@@ -520,13 +529,16 @@ fn rows() -> Vec<Row> {
         }));
     }
     // §2.4
-    r.push(row(
-        Outside,
-        "§2.4",
-        "SetStartupProcedure NULL procedure, non-NULL argument",
-        INV,
-        |f| Some(f.sim.set_startup(None, arg(f))),
-    ));
+    r.push(
+        row(
+            Outside,
+            "§2.4",
+            "SetStartupProcedure NULL procedure, non-NULL argument",
+            INV,
+            |f| Some(f.sim.set_startup(None, arg(f))),
+        )
+        .null("SetStartupProcedure.Procedure"),
+    );
     r.push(row(
         A,
         "§2.4",
@@ -537,15 +549,24 @@ fn rows() -> Vec<Row> {
     // §2.5 / §2.6 / extension
     for (ctx, name) in [(A, "in SMI"), (Outside, "outside")] {
         let _ = name;
-        r.push(row(ctx, "§2.5", "Check NULL token", INV, |f| {
-            Some(f.sim.check(NULL_TOKEN))
-        }));
-        r.push(row(ctx, "§2.6", "Wait NULL token", INV, |f| {
-            Some(f.sim.wait(NULL_TOKEN))
-        }));
-        r.push(row(ctx, "§11", "GetTokenResult NULL token", INV, |f| {
-            Some(f.sim.token_result(NULL_TOKEN).0)
-        }));
+        r.push(
+            row(ctx, "§2.5", "Check NULL token", INV, |f| {
+                Some(f.sim.check(NULL_TOKEN))
+            })
+            .null("CheckForProcedure.Token"),
+        );
+        r.push(
+            row(ctx, "§2.6", "Wait NULL token", INV, |f| {
+                Some(f.sim.wait(NULL_TOKEN))
+            })
+            .null("WaitForProcedure.Token"),
+        );
+        r.push(
+            row(ctx, "§11", "GetTokenResult NULL token", INV, |f| {
+                Some(f.sim.token_result(NULL_TOKEN).0)
+            })
+            .null("MmMpGetTokenResult.Token"),
+        );
     }
     for (v, what) in [
         (1usize, "Check forged handle 1"),
@@ -591,12 +612,15 @@ fn rows() -> Vec<Row> {
         Some(Status::NOT_FOUND),
         |f| Some(f.sim.token_result(*f.stale.lock().unwrap()).0),
     ));
-    r.push(row(A, "§11", "GetTokenResult NULL Result", INV, |f| {
-        // SAFETY: valid instance; NULL Result is the input under test.
-        Some(unsafe {
-            MmMpGetTokenResult(f.sim.inst, *f.live.lock().unwrap(), std::ptr::null_mut())
+    r.push(
+        row(A, "§11", "GetTokenResult NULL Result", INV, |f| {
+            // SAFETY: valid instance; NULL Result is the input under test.
+            Some(unsafe {
+                MmMpGetTokenResult(f.sim.inst, *f.live.lock().unwrap(), std::ptr::null_mut())
+            })
         })
-    }));
+        .null("MmMpGetTokenResult.Result"),
+    );
     r.push(row(
         A,
         "§2.5",
@@ -668,9 +692,12 @@ fn rows() -> Vec<Row> {
             true,
         ),
     ] {
-        r.push(row(A, spec, what, INV, move |f| {
-            startup(f, p, cpu, blocking)
-        }));
+        let rw = row(A, spec, what, INV, move |f| startup(f, p, cpu, blocking));
+        r.push(match (p, blocking) {
+            (false, false) => rw.null("MmMpStartupThisAp.Procedure"),
+            (false, true) => rw.null("MmMpBlockingStartupThisAp.Procedure"),
+            _ => rw,
+        });
     }
     // §5.2
     let info = |f: &Fix, n: usize, null: bool| {
@@ -697,13 +724,16 @@ fn rows() -> Vec<Row> {
         INV,
         move |f| info(f, usize::MAX, false),
     ));
-    r.push(row(
-        Outside,
-        "§5.2 GetProcessorInfo",
-        "NULL buffer",
-        INV,
-        move |f| info(f, 0, true),
-    ));
+    r.push(
+        row(
+            Outside,
+            "§5.2 GetProcessorInfo",
+            "NULL buffer",
+            INV,
+            move |f| info(f, 0, true),
+        )
+        .null("GetProcessorInfo.ProcessorInfoBuffer"),
+    );
     r.push(row(
         Outside,
         "§5.2 GetProcessorInfo",
@@ -763,13 +793,16 @@ fn rows() -> Vec<Row> {
             Some(st)
         },
     ));
-    r.push(row(
-        Outside,
-        "§5.2 AddProcessor",
-        "NULL ProcessorNumber",
-        INV,
-        move |f| add(f, apic(EMPTY), true),
-    ));
+    r.push(
+        row(
+            Outside,
+            "§5.2 AddProcessor",
+            "NULL ProcessorNumber",
+            INV,
+            move |f| add(f, apic(EMPTY), true),
+        )
+        .null("AddProcessor.ProcessorNumber"),
+    );
     r.push(row(
         Outside,
         "§5.2 AddProcessor",
@@ -834,17 +867,14 @@ fn rows() -> Vec<Row> {
         Some(Status::ALREADY_STARTED),
         move |f| add(f, apic(REMOVED), false),
     ));
-    r.push(row(
-        Outside,
-        "§5.2 WhoAmI",
-        "NULL ProcessorNumber",
-        INV,
-        |f| {
+    r.push(
+        row(Outside, "§5.2 WhoAmI", "NULL ProcessorNumber", INV, |f| {
             let cs = f.sim.cs();
             // SAFETY: NULL is the input under test.
             Some(unsafe { (cs.who_am_i)(cs, std::ptr::null_mut()) })
-        },
-    ));
+        })
+        .null("WhoAmI.ProcessorNumber"),
+    );
     r.push(row(
         Outside,
         "§5.2 WhoAmI",
@@ -871,119 +901,18 @@ fn rows() -> Vec<Row> {
             Some(unsafe { (cs.register_exception_handler)(cs as *const _ as *mut _, 14, h) })
         },
     ));
-    // NULL This on every protocol member (§11: the protocols are ours).
     r.push(row(
         Outside,
         "§11",
-        "NULL This: every EFI_MM_MP_PROTOCOL member",
-        INV,
-        |f| {
-            let mp = f.sim.mp();
-            let null = std::ptr::null();
-            let mut n = 0usize;
-            // SAFETY: NULL This is the input under test.
-            let all = unsafe {
-                [
-                    (mp.get_number_of_processors)(null, &mut n),
-                    (mp.dispatch_procedure)(
-                        null,
-                        p2(proc_count),
-                        1,
-                        0,
-                        arg(f),
-                        std::ptr::null_mut(),
-                        std::ptr::null_mut(),
-                    ),
-                    (mp.broadcast_procedure)(
-                        null,
-                        p2(proc_count),
-                        0,
-                        arg(f),
-                        std::ptr::null_mut(),
-                        std::ptr::null_mut(),
-                    ),
-                    (mp.set_startup_procedure)(null, None, std::ptr::null_mut()),
-                    (mp.check_for_procedure)(null, 1 as MmCompletion),
-                    (mp.wait_for_procedure)(null, 1 as MmCompletion),
-                ]
-            };
-            all_invalid(&all)
-        },
-    ));
-    r.push(row(
-        Outside,
-        "§11",
-        "NULL This: every EFI_SMM_CPU_SERVICE_PROTOCOL member",
-        INV,
-        |f| {
-            let cs = f.sim.cs();
-            let null = std::ptr::null();
-            let mut n = 0usize;
-            let mut info = ProcessorInformation::EMPTY;
-            // SAFETY: NULL This is the input under test.
-            let all = unsafe {
-                [
-                    (cs.get_processor_info)(null, 0, &mut info),
-                    (cs.switch_bsp)(null, 1),
-                    (cs.add_processor)(null, apic(9), &mut n),
-                    (cs.remove_processor)(null, 1),
-                    (cs.who_am_i)(null, &mut n),
-                    (cs.register_exception_handler)(std::ptr::null_mut(), 14, Some(handler)),
-                ]
-            };
-            all_invalid(&all)
-        },
-    ));
-    r.push(row(
-        Outside,
-        "§11",
-        "NULL This: WaitForAllProcessor",
-        INV,
-        |f| {
-            // SAFETY: the fixture's protocol gives the member.
-            let p = unsafe { &*MmMpGetRendezvousProtocol(f.sim.inst) };
-            // SAFETY: NULL This is the input under test.
-            Some(unsafe { (p.wait_for_all_processor)(std::ptr::null_mut(), Boolean::TRUE) })
-        },
-    ));
-    // §11 exports with a NULL or non-instance Instance.
-    r.push(row(
-        Outside,
-        "§11",
-        "NULL Instance: StartupThisAp, Blocking, GetTokenResult, GetStatistics",
-        INV,
-        |f| {
-            let mut s = MmMpStatistics::default();
-            let mut h = MmMpHotPlugStatistics::default();
-            let mut res = Status(0);
-            // SAFETY: NULL instances are the input under test.
-            let all = unsafe {
-                [
-                    MmMpStartupThisAp(std::ptr::null_mut(), p1(legacy_count), 1, arg(f)),
-                    MmMpBlockingStartupThisAp(std::ptr::null_mut(), p1(legacy_count), 1, arg(f)),
-                    MmMpGetTokenResult(std::ptr::null_mut(), 1 as MmCompletion, &mut res),
-                    MmMpGetStatistics(std::ptr::null_mut(), &mut s),
-                    MmMpGetStatistics(f.sim.inst, std::ptr::null_mut()),
-                    MmMpGetHotPlugStatistics(std::ptr::null_mut(), &mut h),
-                    MmMpGetHotPlugStatistics(f.sim.inst, std::ptr::null_mut()),
-                ]
-            };
-            all_invalid(&all)
-        },
-    ));
-    r.push(row(
-        Outside,
-        "§11",
-        "NULL / non-instance: protocol getters NULL, GetCurrentBsp all ones",
+        "non-instance: protocol getters NULL, GetCurrentBsp all ones",
         None,
         |f| {
             let junk = [0u64; 256];
             for p in [
-                std::ptr::null_mut(),
                 junk.as_ptr() as *mut MmMpInstance,
                 (f.sim.inst as usize + 64) as *mut MmMpInstance,
             ] {
-                // SAFETY: NULL, junk and a misplaced pointer into a live region are the inputs.
+                // SAFETY: junk and a misplaced pointer into a live region are the inputs.
                 unsafe {
                     assert!(MmMpGetMmMpProtocol(p).is_null());
                     assert!(MmMpGetCpuServiceProtocol(p).is_null());
@@ -1063,24 +992,11 @@ fn rows() -> Vec<Row> {
     r.push(row(
         Outside,
         "§7",
-        "NULL context: CheckIn / CheckOut",
-        INV,
-        |_| {
-            // SAFETY: NULL is the input under test.
-            let a = unsafe { MmMpSyncCheckInCpu(std::ptr::null_mut(), 0) };
-            // SAFETY: as above.
-            let b = unsafe { MmMpSyncCheckOutCpu(std::ptr::null_mut(), 0) };
-            Some(if a == b { a } else { Status::SUCCESS })
-        },
-    ));
-    r.push(row(
-        Outside,
-        "§7",
-        "VOID calls with bad indices or NULL change nothing",
+        "VOID calls with bad indices change nothing",
         None,
         |f| {
             let (o, l) = (f.sync.open(), f.sync.locked());
-            // SAFETY: the fixture's contexts and NULL; every index is out of
+            // SAFETY: the fixture's contexts; every index is out of
             // range or BSP == AP, so nothing may wait or change.
             unsafe {
                 for c in [o, l] {
@@ -1094,13 +1010,6 @@ fn rows() -> Vec<Row> {
                     MmMpSyncWaitForAPs(c, 1, 4);
                     MmMpSyncWaitForAPs(c, 0, 0);
                 }
-                MmMpSyncContextReset(std::ptr::null_mut());
-                MmMpSyncLockDoor(std::ptr::null_mut(), 0, std::ptr::null_mut());
-                MmMpSyncReleaseOneAp(std::ptr::null_mut(), 1, 0);
-                MmMpSyncReleaseBsp(std::ptr::null_mut(), 1, 0);
-                MmMpSyncWaitForBsp(std::ptr::null_mut(), 1, 0);
-                MmMpSyncWaitForAPs(std::ptr::null_mut(), 1, 0);
-                assert_eq!(MmMpSyncGetArrivedCpuCount(std::ptr::null_mut()), 0);
             }
             None
         },
@@ -1126,16 +1035,13 @@ fn rows() -> Vec<Row> {
         assert_eq!(s, 0x5a5a, "Size written on error");
         Some(st)
     };
-    r.push(row(
-        Raw,
-        "§11 SyncGetRequiredSize",
-        "NULL Size",
-        INV,
-        |_| {
+    r.push(
+        row(Raw, "§11 SyncGetRequiredSize", "NULL Size", INV, |_| {
             // SAFETY: NULL is the input under test.
             Some(unsafe { MmMpSyncGetRequiredSize(4, 64, std::ptr::null_mut()) })
-        },
-    ));
+        })
+        .null("MmMpSyncGetRequiredSize.Size"),
+    );
     r.push(row(
         Raw,
         "§11 SyncGetRequiredSize",
@@ -1190,19 +1096,14 @@ fn rows() -> Vec<Row> {
         assert!(ctx.is_null(), "*Context is NULL on error");
         Some(st)
     };
-    r.push(row(
-        Raw,
-        "§11 SyncContextInit",
-        "NULL Buffer",
-        INV,
-        move |_| sync_init(0, 0, 4, 64, true),
-    ));
-    r.push(row(
-        Raw,
-        "§11 SyncContextInit",
-        "NULL Context",
-        INV,
-        |_| {
+    r.push(
+        row(Raw, "§11 SyncContextInit", "NULL Buffer", INV, move |_| {
+            sync_init(0, 0, 4, 64, true)
+        })
+        .null("MmMpSyncContextInit.Buffer"),
+    );
+    r.push(
+        row(Raw, "§11 SyncContextInit", "NULL Context", INV, |_| {
             let mut mem = vec![0xA5u8; 4096];
             let off = (64 - mem.as_ptr() as usize % 64) % 64;
             // SAFETY: NULL Context is the input under test.
@@ -1217,8 +1118,9 @@ fn rows() -> Vec<Row> {
             };
             assert!(mem.iter().all(|&b| b == 0xA5));
             Some(st)
-        },
-    ));
+        })
+        .null("MmMpSyncContextInit.Context"),
+    );
     r.push(row(
         Raw,
         "§11 SyncContextInit",
@@ -1305,24 +1207,38 @@ fn rows() -> Vec<Row> {
             init_case(tweak, 0, 0, false)
         }));
     }
-    r.push(row(Raw, "§11 Initialize", "NULL Config", INV, |_| {
-        init_null(0)
-    }));
-    r.push(row(Raw, "§11 Initialize", "NULL Platform", INV, |_| {
-        init_null(1)
-    }));
-    r.push(row(Raw, "§11 Initialize", "NULL Buffer", INV, |_| {
-        init_null(2)
-    }));
-    r.push(row(Raw, "§11 Initialize", "NULL Instance", INV, |_| {
-        init_null(3)
-    }));
-    r.push(row(Raw, "§11 GetRequiredSize", "NULL Size", INV, |_| {
-        init_null(4)
-    }));
-    r.push(row(Raw, "§11 GetRequiredSize", "NULL Config", INV, |_| {
-        init_null(5)
-    }));
+    r.push(
+        row(Raw, "§11 Initialize", "NULL Config", INV, |_| init_null(0))
+            .null("MmMpInitialize.Config"),
+    );
+    r.push(
+        row(Raw, "§11 Initialize", "NULL Platform", INV, |_| {
+            init_null(1)
+        })
+        .null("MmMpInitialize.Platform"),
+    );
+    r.push(
+        row(Raw, "§11 Initialize", "NULL Buffer", INV, |_| init_null(2))
+            .null("MmMpInitialize.Buffer"),
+    );
+    r.push(
+        row(Raw, "§11 Initialize", "NULL Instance", INV, |_| {
+            init_null(3)
+        })
+        .null("MmMpInitialize.Instance"),
+    );
+    r.push(
+        row(Raw, "§11 GetRequiredSize", "NULL Size", INV, |_| {
+            init_null(4)
+        })
+        .null("MmMpGetRequiredSize.Size"),
+    );
+    r.push(
+        row(Raw, "§11 GetRequiredSize", "NULL Config", INV, |_| {
+            init_null(5)
+        })
+        .null("MmMpGetRequiredSize.Config"),
+    );
     r.push(row(
         Raw,
         "§11 Initialize",
@@ -1344,8 +1260,472 @@ fn rows() -> Vec<Row> {
         Some(Status::BUFFER_TOO_SMALL),
         |_| init_case(|_, _| {}, 0, 0, true),
     ));
+    null_rows(&mut r);
     r
 }
+
+/// `*out` holds `init` before the call and must hold it after: an
+/// out-parameter that a failing call must not write.
+fn out_untouched<T: Copy + PartialEq + std::fmt::Debug>(
+    init: T,
+    what: &str,
+    call: impl FnOnce(*mut T) -> Status,
+) -> Option<Status> {
+    let mut v = init;
+    let st = call(&mut v);
+    assert_eq!(v, init, "{what} written by a failing call");
+    Some(st)
+}
+
+/// NULL in one pointer parameter, every other argument valid, for the
+/// pointer parameters not covered by the rows above (BEHAVIOUR.md §2, §5.2,
+/// §6.7, §7, §11). A row runs where a call with that pointer valid would
+/// act: the BSP-only services inside an SMI with a free AP, Check/Wait
+/// with a running token. Parameters for which NULL is an accepted value
+/// are in [`NULL_ALLOWED`] and `null_where_the_contract_allows_it`.
+fn null_rows(r: &mut Vec<Row>) {
+    use Ctx::*;
+    fn null_this() -> *const mm_mp::efi::MmMpProtocol {
+        std::ptr::null()
+    }
+    fn null_cs() -> *const mm_mp::efi::SmmCpuServiceProtocol {
+        std::ptr::null()
+    }
+    fn null_inst() -> *mut MmMpInstance {
+        std::ptr::null_mut()
+    }
+    fn null_sync() -> *mut MmMpSyncContext {
+        std::ptr::null_mut()
+    }
+    // EFI_MM_MP_PROTOCOL (§2 general rule 1).
+    r.push(
+        row(C, "§2.1", "GetNumberOfProcessors NULL This", INV, |f| {
+            let mp = f.sim.mp();
+            out_untouched(0x5a5ausize, "NumberOfProcessors", |n| {
+                // SAFETY: NULL This is the input under test.
+                unsafe { (mp.get_number_of_processors)(null_this(), n) }
+            })
+        })
+        .null("GetNumberOfProcessors.This"),
+    );
+    r.push(
+        row(C, "§2.2", "DispatchProcedure NULL This", INV, |f| {
+            let mp = f.sim.mp();
+            with_token(T0_NULL, |t| {
+                out_untouched(Status(7), "CPUStatus", |st| {
+                    // SAFETY: NULL This is the input under test; the rest are valid.
+                    unsafe {
+                        (mp.dispatch_procedure)(null_this(), p2(proc_count), FREE, 0, arg(f), t, st)
+                    }
+                })
+            })
+        })
+        .null("DispatchProcedure.This"),
+    );
+    r.push(
+        row(C, "§2.3", "BroadcastProcedure NULL This", INV, |f| {
+            let mp = f.sim.mp();
+            let mut st = [Status(7); N];
+            let s = with_token(T0_NULL, |t| {
+                // SAFETY: NULL This is the input under test; the rest are valid.
+                Some(unsafe {
+                    (mp.broadcast_procedure)(
+                        null_this(),
+                        p2(proc_count),
+                        0,
+                        arg(f),
+                        t,
+                        st.as_mut_ptr(),
+                    )
+                })
+            });
+            assert_eq!(st, [Status(7); N], "status array written");
+            s
+        })
+        .null("BroadcastProcedure.This"),
+    );
+    r.push(
+        row(C, "§2.4", "SetStartupProcedure NULL This", INV, |f| {
+            let mp = f.sim.mp();
+            // SAFETY: NULL This is the input under test; the rest are valid.
+            Some(unsafe { (mp.set_startup_procedure)(null_this(), p1(legacy_count), arg(f)) })
+        })
+        .null("SetStartupProcedure.This"),
+    );
+    r.push(
+        row(
+            A,
+            "§2.5",
+            "CheckForProcedure NULL This (running token)",
+            INV,
+            |f| {
+                let mp = f.sim.mp();
+                let live = *f.live.lock().unwrap();
+                // SAFETY: NULL This is the input under test; the token is live.
+                Some(unsafe { (mp.check_for_procedure)(null_this(), live) })
+            },
+        )
+        .null("CheckForProcedure.This"),
+    );
+    r.push(
+        row(
+            A,
+            "§2.6",
+            "WaitForProcedure NULL This (running token)",
+            INV,
+            |f| {
+                let mp = f.sim.mp();
+                let live = *f.live.lock().unwrap();
+                // SAFETY: NULL This is the input under test; the token is live.
+                Some(unsafe { (mp.wait_for_procedure)(null_this(), live) })
+            },
+        )
+        .null("WaitForProcedure.This"),
+    );
+    // EDKII_SMM_CPU_RENDEZVOUS_PROTOCOL (§6.7).
+    r.push(
+        row(D, "§6.7", "WaitForAllProcessor NULL This", INV, |f| {
+            // SAFETY: the fixture's protocol gives the member.
+            let p = unsafe { &*MmMpGetRendezvousProtocol(f.sim.inst) };
+            // SAFETY: NULL This is the input under test.
+            Some(unsafe { (p.wait_for_all_processor)(std::ptr::null_mut(), Boolean::TRUE) })
+        })
+        .null("WaitForAllProcessor.This"),
+    );
+    // EFI_SMM_CPU_SERVICE_PROTOCOL (§5.2).
+    r.push(
+        row(Outside, "§5.2", "GetProcessorInfo NULL This", INV, |f| {
+            let cs = f.sim.cs();
+            let mut i = ProcessorInformation::EMPTY;
+            i.processor_id = 0x5a5a;
+            // SAFETY: NULL This is the input under test; the buffer is valid.
+            let st = unsafe { (cs.get_processor_info)(null_cs(), FREE, &mut i) };
+            assert_eq!(i.processor_id, 0x5a5a, "buffer written on error");
+            Some(st)
+        })
+        .null("GetProcessorInfo.This"),
+    );
+    r.push(
+        row(Outside, "§5.2", "SwitchBsp NULL This", INV, |f| {
+            let cs = f.sim.cs();
+            // SAFETY: NULL This is the input under test.
+            Some(unsafe { (cs.switch_bsp)(null_cs(), FREE) })
+        })
+        .null("SwitchBsp.This"),
+    );
+    r.push(
+        row(Outside, "§5.2", "AddProcessor NULL This", INV, |f| {
+            let cs = f.sim.cs();
+            f.sim.set_hot_plug_id(EMPTY, apic(EMPTY));
+            let s = out_untouched(NONE, "ProcessorNumber", |n| {
+                // SAFETY: NULL This is the input under test; the slot is reserved.
+                unsafe { (cs.add_processor)(null_cs(), apic(EMPTY), n) }
+            });
+            f.sim.set_hot_plug_id(EMPTY, INVALID_APIC_ID);
+            s
+        })
+        .null("AddProcessor.This"),
+    );
+    r.push(
+        row(Outside, "§5.2", "RemoveProcessor NULL This", INV, |f| {
+            let cs = f.sim.cs();
+            // SAFETY: NULL This is the input under test.
+            Some(unsafe { (cs.remove_processor)(null_cs(), FREE) })
+        })
+        .null("RemoveProcessor.This"),
+    );
+    r.push(
+        row(Outside, "§5.2", "WhoAmI NULL This", INV, |f| {
+            let cs = f.sim.cs();
+            f.sim.as_cpu(FREE, || {
+                out_untouched(NONE, "ProcessorNumber", |n| {
+                    // SAFETY: NULL This is the input under test.
+                    unsafe { (cs.who_am_i)(null_cs(), n) }
+                })
+            })
+        })
+        .null("WhoAmI.This"),
+    );
+    r.push(
+        row(
+            Outside,
+            "§5.2",
+            "RegisterExceptionHandler NULL This",
+            INV,
+            |f| {
+                let cs = f.sim.cs();
+                let before = f.sim.exception_handlers.lock().unwrap().len();
+                // SAFETY: NULL This is the input under test.
+                let st = unsafe {
+                    (cs.register_exception_handler)(std::ptr::null_mut(), 14, Some(handler))
+                };
+                let after = f.sim.exception_handlers.lock().unwrap().len();
+                assert_eq!(before, after, "the platform hook was called");
+                Some(st)
+            },
+        )
+        .null("RegisterExceptionHandler.This"),
+    );
+    // §11 exports taking an instance.
+    r.push(
+        row(Outside, "§6", "SmiRendezvous NULL Instance", None, |_| {
+            // SAFETY: NULL is the input under test; BEHAVIOUR.md §6: returns at once.
+            unsafe { MmMpSmiRendezvous(null_inst(), 0) };
+            None
+        })
+        .null("MmMpSmiRendezvous.Instance"),
+    );
+    r.push(
+        row(
+            C,
+            "§11",
+            "protocol getter NULL Instance: MM MP",
+            None,
+            |_| {
+                // SAFETY: NULL is the input under test.
+                assert!(unsafe { MmMpGetMmMpProtocol(null_inst()) }.is_null());
+                None
+            },
+        )
+        .null("MmMpGetMmMpProtocol.Instance"),
+    );
+    r.push(
+        row(
+            C,
+            "§11",
+            "protocol getter NULL Instance: CPU service",
+            None,
+            |_| {
+                // SAFETY: NULL is the input under test.
+                assert!(unsafe { MmMpGetCpuServiceProtocol(null_inst()) }.is_null());
+                None
+            },
+        )
+        .null("MmMpGetCpuServiceProtocol.Instance"),
+    );
+    r.push(
+        row(
+            C,
+            "§11",
+            "protocol getter NULL Instance: rendezvous",
+            None,
+            |_| {
+                // SAFETY: NULL is the input under test.
+                assert!(unsafe { MmMpGetRendezvousProtocol(null_inst()) }.is_null());
+                None
+            },
+        )
+        .null("MmMpGetRendezvousProtocol.Instance"),
+    );
+    r.push(
+        row(
+            C,
+            "§11",
+            "GetCurrentBsp NULL Instance (in an SMI)",
+            None,
+            |_| {
+                // SAFETY: NULL is the input under test.
+                assert_eq!(unsafe { MmMpGetCurrentBsp(null_inst()) }, usize::MAX);
+                None
+            },
+        )
+        .null("MmMpGetCurrentBsp.Instance"),
+    );
+    r.push(
+        row(C, "§4", "MmStartupThisAp NULL Instance", INV, |f| {
+            // SAFETY: NULL is the input under test; the rest are valid.
+            Some(unsafe { MmMpStartupThisAp(null_inst(), p1(legacy_count), FREE, arg(f)) })
+        })
+        .null("MmMpStartupThisAp.Instance"),
+    );
+    r.push(
+        row(C, "§4", "BlockingStartupThisAp NULL Instance", INV, |f| {
+            // SAFETY: NULL is the input under test; the rest are valid.
+            Some(unsafe { MmMpBlockingStartupThisAp(null_inst(), p1(legacy_count), FREE, arg(f)) })
+        })
+        .null("MmMpBlockingStartupThisAp.Instance"),
+    );
+    r.push(
+        row(
+            A,
+            "§11",
+            "GetTokenResult NULL Instance (running token)",
+            INV,
+            |f| {
+                let live = *f.live.lock().unwrap();
+                out_untouched(Status(0x5a5a), "Result", |res| {
+                    // SAFETY: NULL is the input under test; the rest are valid.
+                    unsafe { MmMpGetTokenResult(null_inst(), live, res) }
+                })
+            },
+        )
+        .null("MmMpGetTokenResult.Instance"),
+    );
+    r.push(
+        row(Outside, "§11", "GetStatistics NULL Instance", INV, |_| {
+            let init = MmMpStatistics {
+                smis: 0x5a5a,
+                ..Default::default()
+            };
+            out_untouched(init, "Statistics", |s| {
+                // SAFETY: NULL is the input under test.
+                unsafe { MmMpGetStatistics(null_inst(), s) }
+            })
+        })
+        .null("MmMpGetStatistics.Instance"),
+    );
+    r.push(
+        row(Outside, "§11", "GetStatistics NULL Statistics", INV, |f| {
+            // SAFETY: NULL is the input under test.
+            Some(unsafe { MmMpGetStatistics(f.sim.inst, std::ptr::null_mut()) })
+        })
+        .null("MmMpGetStatistics.Statistics"),
+    );
+    r.push(
+        row(
+            Outside,
+            "§11",
+            "GetHotPlugStatistics NULL Instance",
+            INV,
+            |_| {
+                let init = MmMpHotPlugStatistics {
+                    cpus_added: 0x5a5a,
+                    cpus_removed: 0x5a5a,
+                };
+                out_untouched(init, "Statistics", |h| {
+                    // SAFETY: NULL is the input under test.
+                    unsafe { MmMpGetHotPlugStatistics(null_inst(), h) }
+                })
+            },
+        )
+        .null("MmMpGetHotPlugStatistics.Instance"),
+    );
+    r.push(
+        row(
+            Outside,
+            "§11",
+            "GetHotPlugStatistics NULL Statistics",
+            INV,
+            |f| {
+                // SAFETY: NULL is the input under test.
+                Some(unsafe { MmMpGetHotPlugStatistics(f.sim.inst, std::ptr::null_mut()) })
+            },
+        )
+        .null("MmMpGetHotPlugStatistics.Statistics"),
+    );
+    // §7: the MmMpSync* exports with a NULL context; every other argument
+    // is one a valid context would act on.
+    r.push(
+        row(
+            Outside,
+            "§7",
+            "SyncContextReset NULL Context",
+            None,
+            |_| {
+                // SAFETY: NULL is the input under test.
+                unsafe { MmMpSyncContextReset(null_sync()) };
+                None
+            },
+        )
+        .null("MmMpSyncContextReset.Context"),
+    );
+    r.push(
+        row(
+            Outside,
+            "§7",
+            "SyncGetArrivedCpuCount NULL Context",
+            None,
+            |_| {
+                // SAFETY: NULL is the input under test.
+                assert_eq!(unsafe { MmMpSyncGetArrivedCpuCount(null_sync()) }, 0);
+                None
+            },
+        )
+        .null("MmMpSyncGetArrivedCpuCount.Context"),
+    );
+    r.push(
+        row(Outside, "§7", "SyncCheckInCpu NULL Context", INV, |_| {
+            // SAFETY: NULL is the input under test.
+            Some(unsafe { MmMpSyncCheckInCpu(null_sync(), 0) })
+        })
+        .null("MmMpSyncCheckInCpu.Context"),
+    );
+    r.push(
+        row(Outside, "§7", "SyncCheckOutCpu NULL Context", INV, |_| {
+            // SAFETY: NULL is the input under test.
+            Some(unsafe { MmMpSyncCheckOutCpu(null_sync(), 0) })
+        })
+        .null("MmMpSyncCheckOutCpu.Context"),
+    );
+    r.push(
+        row(Outside, "§7", "SyncLockDoor NULL Context", None, |_| {
+            let mut n = 0x5a5ausize;
+            // SAFETY: NULL is the input under test; CpuCount is valid.
+            unsafe { MmMpSyncLockDoor(null_sync(), 0, &mut n) };
+            assert_eq!(n, 0x5a5a, "CpuCount written for a NULL context");
+            None
+        })
+        .null("MmMpSyncLockDoor.Context"),
+    );
+    r.push(
+        row(
+            Outside,
+            "§7 [DIFF]",
+            "SyncLockDoor NULL CpuCount on a locked door changes nothing",
+            None,
+            |f| {
+                // SAFETY: the fixture's context; NULL CpuCount is the input
+                // under test (BEHAVIOUR.md §7: not written when NULL).
+                unsafe { MmMpSyncLockDoor(f.sync.locked(), 0, std::ptr::null_mut()) };
+                None
+            },
+        )
+        .null("MmMpSyncLockDoor.CpuCount"),
+    );
+    r.push(
+        row(Outside, "§7", "SyncWaitForAPs NULL Context", None, |_| {
+            // SAFETY: NULL is the input under test; with a context this
+            // would wait for one AP, which no one releases.
+            unsafe { MmMpSyncWaitForAPs(null_sync(), 1, 0) };
+            None
+        })
+        .null("MmMpSyncWaitForAPs.Context"),
+    );
+    r.push(
+        row(
+            Outside,
+            "§7",
+            "SyncReleaseOneAp NULL Context",
+            None,
+            |_| {
+                // SAFETY: NULL is the input under test.
+                unsafe { MmMpSyncReleaseOneAp(null_sync(), 1, 0) };
+                None
+            },
+        )
+        .null("MmMpSyncReleaseOneAp.Context"),
+    );
+    r.push(
+        row(Outside, "§7", "SyncWaitForBsp NULL Context", None, |_| {
+            // SAFETY: NULL is the input under test; with a context this
+            // would wait for a release no one gives.
+            unsafe { MmMpSyncWaitForBsp(null_sync(), 1, 0) };
+            None
+        })
+        .null("MmMpSyncWaitForBsp.Context"),
+    );
+    r.push(
+        row(Outside, "§7", "SyncReleaseBsp NULL Context", None, |_| {
+            // SAFETY: NULL is the input under test.
+            unsafe { MmMpSyncReleaseBsp(null_sync(), 1, 0) };
+            None
+        })
+        .null("MmMpSyncReleaseBsp.Context"),
+    );
+}
+
+/// The token value the NULL-This rows start their token variable with.
+const T0_NULL: MmCompletion = NULL_TOKEN;
 
 fn base_tables() -> (Vec<ProcessorInformation>, MmMpConfig, MmMpPlatform) {
     let o = Options::new(4);
@@ -1578,4 +1958,306 @@ fn every_invalid_argument_row() {
         "bad-input matrix: {ran} rows, {:.2} s",
         start.elapsed().as_secs_f64()
     );
+}
+
+// -- NULL in every pointer parameter -------------------------------------------------
+
+/// Pointer parameters for which BEHAVIOUR.md makes NULL an accepted value
+/// (`"Function.Parameter"`, names as in include/mm_mp.h), with the
+/// documented effect checked by `null_where_the_contract_allows_it`:
+/// procedure arguments are passed through, a NULL `Token` makes the call
+/// blocking (§2.2, §2.3), a NULL `CpuStatus` means no status is written,
+/// a NULL exception handler is forwarded to the platform (§5.2), and a
+/// NULL `CpuCount` still locks the door (§7).
+const NULL_ALLOWED: &[&str] = &[
+    "DispatchProcedure.ProcedureArguments",
+    "DispatchProcedure.Token",
+    "DispatchProcedure.CpuStatus",
+    "BroadcastProcedure.ProcedureArguments",
+    "BroadcastProcedure.Token",
+    "BroadcastProcedure.CpuStatus",
+    "SetStartupProcedure.ProcedureArguments",
+    "MmMpStartupThisAp.ProcArguments",
+    "MmMpBlockingStartupThisAp.ProcArguments",
+    "RegisterExceptionHandler.InterruptHandler",
+    "MmMpSyncLockDoor.CpuCount",
+];
+
+/// Parameter types of include/mm_mp.h that are pointers without a `*`.
+const POINTER_TYPEDEFS: &[&str] = &[
+    "EFI_AP_PROCEDURE",
+    "EFI_AP_PROCEDURE2",
+    "MM_COMPLETION",
+    "EFI_CPU_INTERRUPT_HANDLER",
+];
+
+/// `"Function.Parameter"` for every pointer parameter of a parameter list
+/// written as in the header (`TYPE Name, TYPE *Name, ...`).
+fn pointer_parameters_of(function: &str, params: &str, out: &mut Vec<String>) {
+    for p in params.split(',') {
+        let words: Vec<&str> = p.split_whitespace().collect();
+        let Some(last) = words.last() else { continue };
+        let name = last.trim_start_matches('*');
+        let pointer = p.contains('*') || words.iter().any(|w| POINTER_TYPEDEFS.contains(w));
+        if pointer && name != "VOID" {
+            out.push(format!("{function}.{name}"));
+        }
+    }
+}
+
+/// Every pointer parameter of every function include/mm_mp.h exports and
+/// of every member of the three protocol structs it defines.
+fn header_pointer_parameters() -> Vec<String> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("include/mm_mp.h");
+    let header = std::fs::read_to_string(path).expect("include/mm_mp.h");
+    let mut out = Vec::new();
+    // Exports: "EFIAPI\nName (\n  TYPE  Name,\n ...\n  );".
+    for chunk in header.split("\nEFIAPI\n").skip(1) {
+        let Some((name, rest)) = chunk.split_once(" (\n") else {
+            continue;
+        };
+        let params = rest.split(");").next().unwrap_or("");
+        pointer_parameters_of(name.trim(), params, &mut out);
+    }
+    // Protocol members: "RET (EFIAPI *Name)(params);" inside the structs.
+    for protocol in [
+        "EFI_MM_MP_PROTOCOL",
+        "EDKII_SMM_CPU_RENDEZVOUS_PROTOCOL",
+        "EFI_SMM_CPU_SERVICE_PROTOCOL",
+    ] {
+        let open = format!("struct {protocol} {{");
+        let body = header
+            .split(&open)
+            .nth(1)
+            .and_then(|b| b.split("};").next())
+            .unwrap_or_else(|| panic!("no struct {protocol} in the header"));
+        for member in body.split("(EFIAPI *").skip(1) {
+            let (name, rest) = member.split_once(")(").expect("member pointer");
+            let params = rest.split(");").next().unwrap_or("");
+            pointer_parameters_of(name, params, &mut out);
+        }
+    }
+    out
+}
+
+/// Every pointer parameter of every export and protocol member in
+/// include/mm_mp.h has a row of the matrix passing NULL for it alone, or
+/// is one where BEHAVIOUR.md accepts NULL ([`NULL_ALLOWED`]). A new export
+/// or parameter fails this test until it has its NULL case.
+#[test]
+fn every_pointer_parameter_has_a_null_row() {
+    use std::collections::BTreeSet;
+    let want: BTreeSet<String> = header_pointer_parameters().into_iter().collect();
+    // The header has 26 exports and 13 protocol members.
+    assert!(want.len() >= 50, "header parsing found only {want:?}");
+    let rows = rows();
+    let rejected: BTreeSet<String> = rows
+        .iter()
+        .filter_map(|r| r.null)
+        .map(String::from)
+        .collect();
+    let accepted: BTreeSet<String> = NULL_ALLOWED.iter().map(|s| s.to_string()).collect();
+    let have: BTreeSet<String> = rejected.union(&accepted).cloned().collect();
+    let missing: Vec<_> = want.difference(&have).collect();
+    let unknown: Vec<_> = have.difference(&want).collect();
+    assert!(
+        missing.is_empty() && unknown.is_empty(),
+        "pointer parameters without a NULL case: {missing:?}; NULL cases naming no parameter of the header: {unknown:?}"
+    );
+}
+
+/// Counts runs of the procedures below that received a NULL argument, per
+/// CPU (the procedures of the common module need a `Record` argument).
+static NULL_ARG_RUNS: [AtomicUsize; 4] = [const { AtomicUsize::new(0) }; 4];
+
+unsafe extern "efiapi" fn proc_null_arg(arg: *mut c_void) -> Status {
+    if !arg.is_null() {
+        return Status::DEVICE_ERROR;
+    }
+    NULL_ARG_RUNS[current_cpu()].fetch_add(1, Ordering::SeqCst);
+    Status::SUCCESS
+}
+
+unsafe extern "efiapi" fn legacy_null_arg(arg: *mut c_void) {
+    if arg.is_null() {
+        NULL_ARG_RUNS[current_cpu()].fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+fn null_arg_runs() -> Vec<usize> {
+    NULL_ARG_RUNS
+        .iter()
+        .map(|r| r.load(Ordering::SeqCst))
+        .collect()
+}
+
+/// Each parameter of [`NULL_ALLOWED`] passed as NULL, every other argument
+/// valid: the call succeeds with the effect BEHAVIOUR.md documents.
+#[test]
+fn null_where_the_contract_allows_it() {
+    let sim = Sim::new(Options::new(4));
+    let rec: Arc<Record> = Arc::from(Record::new(4));
+    let checks = Checks::new();
+    let done: Arc<Mutex<Vec<&'static str>>> = Arc::new(Mutex::new(Vec::new()));
+    let (r, c, d) = (rec.clone(), checks.clone(), done.clone());
+    sim.set_handler(move |sim, bsp| {
+        if bsp != 0 || sim.foundation_calls.load(Ordering::SeqCst) != 1 {
+            return;
+        }
+        let a = Arc::as_ptr(&r) as *mut c_void;
+        let null = std::ptr::null_mut::<c_void>();
+        let mut t = NULL_TOKEN;
+        let mut st = Status(0x77);
+        // §2.2: a NULL argument reaches the procedure.
+        c.eq(
+            "Dispatch(ProcedureArguments NULL)",
+            sim.dispatch(p2(proc_null_arg), 1, 0, null, Some(&mut t), Some(&mut st)),
+            Status::SUCCESS,
+        );
+        c.eq("  wait", sim.wait(t), Status::SUCCESS);
+        c.eq("  CPUStatus", st, Status::SUCCESS);
+        c.eq("  ran with NULL", null_arg_runs(), vec![0, 1, 0, 0]);
+        d.lock()
+            .unwrap()
+            .push("DispatchProcedure.ProcedureArguments");
+        // §2.2: NULL Token: blocking, the status is stored before return.
+        st = Status(0x77);
+        c.eq(
+            "Dispatch(Token NULL)",
+            sim.dispatch(p2(proc_count), 2, 0, a, None, Some(&mut st)),
+            Status::SUCCESS,
+        );
+        c.eq("  CPUStatus", st, Status::SUCCESS);
+        c.eq("  ran", r.runs(), vec![0, 0, 1, 0]);
+        d.lock().unwrap().push("DispatchProcedure.Token");
+        // §2.2: NULL CPUStatus: nothing written, the call still completes.
+        t = NULL_TOKEN;
+        c.eq(
+            "Dispatch(CpuStatus NULL)",
+            sim.dispatch(p2(proc_count), 3, 0, a, Some(&mut t), None),
+            Status::SUCCESS,
+        );
+        c.eq("  wait", sim.wait(t), Status::SUCCESS);
+        c.eq("  ran", r.runs(), vec![0, 0, 1, 1]);
+        d.lock().unwrap().push("DispatchProcedure.CpuStatus");
+        // §2.3, the same three for BroadcastProcedure.
+        let mut arr = [Status(0x77); 4];
+        t = NULL_TOKEN;
+        c.eq(
+            "Broadcast(ProcedureArguments NULL)",
+            sim.broadcast(p2(proc_null_arg), 0, null, Some(&mut t), Some(&mut arr)),
+            Status::SUCCESS,
+        );
+        c.eq("  wait", sim.wait(t), Status::SUCCESS);
+        c.eq(
+            "  CPUStatus",
+            arr,
+            [
+                Status::NOT_STARTED,
+                Status::SUCCESS,
+                Status::SUCCESS,
+                Status::SUCCESS,
+            ],
+        );
+        c.eq("  ran with NULL", null_arg_runs(), vec![0, 2, 1, 1]);
+        d.lock()
+            .unwrap()
+            .push("BroadcastProcedure.ProcedureArguments");
+        arr = [Status(0x77); 4];
+        c.eq(
+            "Broadcast(Token NULL)",
+            sim.broadcast(p2(proc_count), 0, a, None, Some(&mut arr)),
+            Status::SUCCESS,
+        );
+        c.eq(
+            "  CPUStatus",
+            arr,
+            [
+                Status::NOT_STARTED,
+                Status::SUCCESS,
+                Status::SUCCESS,
+                Status::SUCCESS,
+            ],
+        );
+        c.eq("  ran", r.runs(), vec![0, 1, 2, 2]);
+        d.lock().unwrap().push("BroadcastProcedure.Token");
+        t = NULL_TOKEN;
+        c.eq(
+            "Broadcast(CpuStatus NULL)",
+            sim.broadcast(p2(proc_count), 0, a, Some(&mut t), None),
+            Status::SUCCESS,
+        );
+        c.eq("  wait", sim.wait(t), Status::SUCCESS);
+        c.eq("  ran", r.runs(), vec![0, 2, 3, 3]);
+        d.lock().unwrap().push("BroadcastProcedure.CpuStatus");
+        // §4: a NULL argument reaches the void procedure.
+        c.eq(
+            "BlockingStartupThisAp(ProcArguments NULL)",
+            sim.blocking_startup_this_ap(p1(legacy_null_arg), 2, null),
+            Status::SUCCESS,
+        );
+        c.eq("  ran with NULL", null_arg_runs(), vec![0, 2, 2, 1]);
+        d.lock()
+            .unwrap()
+            .push("MmMpBlockingStartupThisAp.ProcArguments");
+        c.eq(
+            "StartupThisAp(ProcArguments NULL)",
+            sim.startup_this_ap(p1(legacy_null_arg), 3, null),
+            Status::SUCCESS,
+        );
+        sim.pump_until(|| null_arg_runs()[3] == 2);
+        c.eq("  ran with NULL", null_arg_runs(), vec![0, 2, 2, 2]);
+        d.lock().unwrap().push("MmMpStartupThisAp.ProcArguments");
+        // §2.4: registered with a NULL argument; runs from the next SMI on.
+        c.eq(
+            "SetStartupProcedure(ProcedureArguments NULL)",
+            sim.set_startup(p1(legacy_null_arg), null),
+            Status::SUCCESS,
+        );
+    });
+    sim.smi_stepped(&[0, 1, 2, 3]);
+    checks.assert_ok(25);
+    assert_eq!(null_arg_runs(), vec![0, 2, 2, 2]);
+    sim.smi_stepped(&[0, 1, 2, 3]);
+    assert_eq!(
+        null_arg_runs(),
+        vec![1, 3, 3, 3],
+        "the startup procedure ran once on every CPU, with NULL"
+    );
+    done.lock()
+        .unwrap()
+        .push("SetStartupProcedure.ProcedureArguments");
+    assert_eq!(sim.set_startup(None, std::ptr::null_mut()), Status::SUCCESS);
+
+    // §5.2: forwarded to the platform's hook, which returns the status.
+    let cs = sim.cs();
+    // SAFETY: our protocol; a NULL handler is the input under test.
+    let st = unsafe { (cs.register_exception_handler)(cs as *const _ as *mut _, 14, None) };
+    assert_eq!(st, Status::SUCCESS);
+    assert_eq!(*sim.exception_handlers.lock().unwrap(), vec![(14, 0)]);
+    done.lock()
+        .unwrap()
+        .push("RegisterExceptionHandler.InterruptHandler");
+
+    // §7: NULL CpuCount: the door locks and records the count anyway.
+    let (_mem, _, _, ctx) = new_sync_context(4);
+    // SAFETY: a context we just made; NULL CpuCount is the input under test.
+    unsafe {
+        for cpu in 0..3 {
+            assert_eq!(MmMpSyncCheckInCpu(ctx, cpu), Status::SUCCESS);
+        }
+        MmMpSyncLockDoor(ctx, 0, std::ptr::null_mut());
+        assert_eq!(MmMpSyncGetArrivedCpuCount(ctx), 3, "count at lock time");
+        assert_eq!(MmMpSyncCheckInCpu(ctx, 3), Status::ABORTED, "door locked");
+        let mut n = 0usize;
+        MmMpSyncLockDoor(ctx, 0, &mut n);
+        assert_eq!(n, 3, "the second lock reports the first lock's count");
+    }
+    done.lock().unwrap().push("MmMpSyncLockDoor.CpuCount");
+
+    let mut done = done.lock().unwrap().clone();
+    done.sort_unstable();
+    let mut want = NULL_ALLOWED.to_vec();
+    want.sort_unstable();
+    assert_eq!(done, want, "every accepted NULL was exercised");
 }

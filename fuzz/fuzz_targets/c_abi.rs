@@ -11,7 +11,12 @@
 //! * GetNumberOfProcessors never changes, statistics never go down;
 //! * every procedure runs at most as often as calls started it, and a
 //!   blocking call that succeeded ran exactly once;
-//! * after every SMI, every run semaphore and the arrival counter are 0.
+//! * after every SMI, every run semaphore and the arrival counter are 0;
+//! * the `MmMpSync*` exports (SmmCpuSyncLib, BEHAVIOUR.md §7) on a
+//!   stand-alone context: every status, the arrived count, every run
+//!   semaphore and the bytes around the context follow a shadow model of
+//!   §7, including NULL contexts, a NULL `CpuCount` and out-of-range
+//!   indices.
 //!
 //! A violated check panics, which libFuzzer reports as a crash. Built with
 //! debug assertions and overflow checks (fuzz/Cargo.toml), so an
@@ -28,7 +33,9 @@ use std::sync::{Arc, Mutex};
 use common::*;
 use libfuzzer_sys::fuzz_target;
 use mm_mp::efi::{MmCompletion, Status};
-use mm_mp::ffi::MmMpStatistics;
+use mm_mp::ffi::*;
+use mm_mp::sync::SEMAPHORE_LOCKED;
+use mm_mp::sync_lib::SyncContext;
 
 /// Bytes → values, never failing (missing bytes read as zero).
 struct Input<'a> {
@@ -101,6 +108,103 @@ struct Seen {
     /// procedure ends, possibly after the call returned, so it lives until
     /// the SMI is over.
     keep: Vec<Box<[Status]>>,
+    /// The stand-alone sync context, made by the first sync call.
+    sync: Option<SyncShadow>,
+}
+
+/// Bytes around a sync context, and its unused tail, hold this.
+const GUARD: u8 = 0xA5;
+
+/// A `MM_MP_SYNC_CONTEXT` in fuzzer memory and what BEHAVIOUR.md §7 says
+/// its state is.
+struct SyncShadow {
+    mem: Vec<u8>,
+    /// Where the context starts in `mem`, and its size.
+    off: usize,
+    size: usize,
+    ctx: *mut MmMpSyncContext,
+    cpus: usize,
+    /// Arrival count (live while the door is open).
+    count: usize,
+    locked: bool,
+    /// The count recorded by the first LockDoor.
+    at_lock: usize,
+    /// Counts on each run semaphore.
+    runs: Vec<u32>,
+}
+
+impl SyncShadow {
+    fn new(cpus: usize) -> SyncShadow {
+        let mut size = 0usize;
+        // SAFETY: valid out-pointer.
+        let st = unsafe { MmMpSyncGetRequiredSize(cpus, 64, &mut size) };
+        assert_eq!(st, Status::SUCCESS, "MmMpSyncGetRequiredSize({cpus})");
+        let mut mem = vec![GUARD; size + 192];
+        let off = (64 - mem.as_ptr() as usize % 64) % 64 + 64;
+        let mut ctx = std::ptr::null_mut();
+        // SAFETY: `size` bytes at a 64-aligned offset inside `mem`.
+        let st = unsafe {
+            MmMpSyncContextInit(
+                mem.as_mut_ptr().add(off) as *mut c_void,
+                size,
+                cpus,
+                64,
+                &mut ctx,
+            )
+        };
+        assert_eq!(st, Status::SUCCESS, "MmMpSyncContextInit({cpus})");
+        SyncShadow {
+            mem,
+            off,
+            size,
+            ctx,
+            cpus,
+            count: 0,
+            locked: false,
+            at_lock: 0,
+            runs: vec![0; cpus],
+        }
+    }
+
+    fn pair(&self, cpu: usize, bsp: usize) -> bool {
+        cpu < self.cpus && bsp < self.cpus && cpu != bsp
+    }
+
+    /// The context agrees with the shadow, and nothing outside it changed.
+    fn check(&self, what: &str) {
+        let arrived = if self.locked {
+            self.at_lock
+        } else {
+            self.count
+        };
+        // SAFETY: the context lives in `self.mem`.
+        let got = unsafe { MmMpSyncGetArrivedCpuCount(self.ctx) };
+        assert_eq!(got, arrived, "{what}: arrived count");
+        // SAFETY: made by MmMpSyncContextInit in `self.mem`, alive.
+        let view = unsafe { SyncContext::from_ptr(self.ctx as *const SyncContext) }
+            .expect("the context is still valid")
+            .view();
+        let counter = if self.locked {
+            SEMAPHORE_LOCKED
+        } else {
+            self.count as u32
+        };
+        assert_eq!(view.counter().value(), counter, "{what}: arrival counter");
+        for (cpu, &n) in self.runs.iter().enumerate() {
+            assert_eq!(
+                view.run(cpu).map(|s| s.value()),
+                Some(n),
+                "{what}: run semaphore of CPU {cpu}"
+            );
+        }
+        let outside = self.mem[..self.off]
+            .iter()
+            .chain(&self.mem[self.off + self.size..]);
+        assert!(
+            outside.into_iter().all(|&b| b == GUARD),
+            "{what}: wrote outside the context"
+        );
+    }
 }
 
 /// A CPUStatus array of `n` sentinels that outlives the SMI.
@@ -112,7 +216,9 @@ fn status_storage(seen: &Shared, n: usize) -> *mut Status {
 }
 
 // SAFETY (for the Send/Sync impls): the handles are opaque integers the
-// library hands out; the target never dereferences them.
+// library hands out; the target never dereferences them. The sync
+// context pointer points into the `SyncShadow` that owns it, and every
+// CPU of the stepped machine runs on the one fuzzing thread.
 struct Shared(Mutex<Seen>);
 unsafe impl Send for Shared {}
 unsafe impl Sync for Shared {}
@@ -142,7 +248,7 @@ fn allowed(what: &str, got: Status, set: &[Status]) {
 fn one_call(sim: &Sim, inp: &mut Input, seen: &Shared, rec: &Record, in_smi: bool) {
     let cpus = sim.opts.cpus;
     let arg = rec as *const Record as *mut c_void;
-    let op = inp.byte() % 14;
+    let op = inp.byte() % 15;
     match op {
         0 | 1 => {
             // DispatchProcedure
@@ -455,6 +561,7 @@ fn one_call(sim: &Sim, inp: &mut Input, seen: &Shared, rec: &Record, in_smi: boo
                 ],
             );
         }
+        14 => sync_call(inp, seen, in_smi),
         12 => {
             let (st, n) = sim.who_am_i();
             allowed(
@@ -492,6 +599,181 @@ fn one_call(sim: &Sim, inp: &mut Input, seen: &Shared, rec: &Record, in_smi: boo
 }
 
 unsafe extern "efiapi" fn legacy_startup(_arg: *mut c_void) {}
+
+/// The `MmMpSync*` exports on one context pointer. Only ever made from a
+/// `SyncShadow`'s live context or from NULL, so that the calls are safe.
+#[derive(Clone, Copy)]
+struct SyncApi(*mut MmMpSyncContext);
+
+impl SyncApi {
+    fn reset(self) {
+        // SAFETY: `self.0` is NULL or a live context (see `SyncApi`).
+        unsafe { MmMpSyncContextReset(self.0) }
+    }
+    fn arrived(self) -> usize {
+        // SAFETY: as in `reset`.
+        unsafe { MmMpSyncGetArrivedCpuCount(self.0) }
+    }
+    fn check_in(self, cpu: usize) -> Status {
+        // SAFETY: as in `reset`.
+        unsafe { MmMpSyncCheckInCpu(self.0, cpu) }
+    }
+    fn check_out(self, cpu: usize) -> Status {
+        // SAFETY: as in `reset`.
+        unsafe { MmMpSyncCheckOutCpu(self.0, cpu) }
+    }
+    fn lock_door(self, cpu: usize, count: Option<&mut usize>) {
+        let out = count.map_or(std::ptr::null_mut(), |c| c as *mut usize);
+        // SAFETY: as in `reset`; `out` is NULL or a live local.
+        unsafe { MmMpSyncLockDoor(self.0, cpu, out) }
+    }
+    fn wait_for_aps(self, aps: usize, bsp: usize) {
+        // SAFETY: as in `reset`.
+        unsafe { MmMpSyncWaitForAPs(self.0, aps, bsp) }
+    }
+    fn release_one_ap(self, cpu: usize, bsp: usize) {
+        // SAFETY: as in `reset`.
+        unsafe { MmMpSyncReleaseOneAp(self.0, cpu, bsp) }
+    }
+    fn wait_for_bsp(self, cpu: usize, bsp: usize) {
+        // SAFETY: as in `reset`.
+        unsafe { MmMpSyncWaitForBsp(self.0, cpu, bsp) }
+    }
+    fn release_bsp(self, cpu: usize, bsp: usize) {
+        // SAFETY: as in `reset`.
+        unsafe { MmMpSyncReleaseBsp(self.0, cpu, bsp) }
+    }
+}
+
+/// One `MmMpSync*` call on the input's stand-alone context (made with
+/// 1–4 CPUs by the first such call), predicted by the shadow model of
+/// BEHAVIOUR.md §7. A wait is only made once the counts it needs are there:
+/// the single fuzzing thread cannot release it while it spins.
+fn sync_call(inp: &mut Input, seen: &Shared, in_smi: bool) {
+    let mut s = seen.0.lock().unwrap();
+    let sh = s
+        .sync
+        .get_or_insert_with(|| SyncShadow::new(1 + inp.byte() as usize % 4));
+    let cpus = sh.cpus;
+    let api = SyncApi(sh.ctx);
+    let op = inp.byte() % 10;
+    let (a, b) = (inp.cpu(cpus), inp.cpu(cpus));
+    trace(
+        in_smi,
+        format_args!("Sync op {op} ({a:#x}, {b:#x}) on {cpus} CPUs"),
+    );
+    match op {
+        0 => {
+            api.reset();
+            sh.count = 0;
+            sh.locked = false;
+            sh.at_lock = 0;
+        }
+        1 => {
+            let want = if sh.locked { sh.at_lock } else { sh.count };
+            assert_eq!(api.arrived(), want, "SyncGetArrivedCpuCount");
+        }
+        2 => {
+            let st = api.check_in(a);
+            let want = if a >= cpus {
+                Status::INVALID_PARAMETER
+            } else if sh.locked {
+                Status::ABORTED
+            } else {
+                sh.count += 1;
+                Status::SUCCESS
+            };
+            assert_eq!(st, want, "SyncCheckInCpu({a:#x})");
+        }
+        3 => {
+            let st = api.check_out(a);
+            let want = if a >= cpus {
+                Status::INVALID_PARAMETER
+            } else if sh.locked {
+                Status::ABORTED
+            } else if sh.count == 0 {
+                Status::INVALID_PARAMETER
+            } else {
+                sh.count -= 1;
+                Status::SUCCESS
+            };
+            assert_eq!(st, want, "SyncCheckOutCpu({a:#x})");
+        }
+        4 => {
+            if !sh.locked {
+                sh.locked = true;
+                sh.at_lock = sh.count;
+            }
+            if b % 2 == 0 {
+                api.lock_door(a, None);
+            } else {
+                let mut n = 0x5a5ausize;
+                api.lock_door(a, Some(&mut n));
+                assert_eq!(n, sh.at_lock, "SyncLockDoor CpuCount");
+            }
+        }
+        5 => {
+            // WaitForAPs(NumberOfAPs = a, BspIndex = b).
+            if b < cpus && a < cpus && sh.runs[b] < a as u32 {
+                // The missing signals come from another CPU first.
+                let from = (b + 1) % cpus;
+                for _ in sh.runs[b]..a as u32 {
+                    api.release_bsp(from, b);
+                    sh.runs[b] += 1;
+                }
+            }
+            api.wait_for_aps(a, b);
+            if b < cpus && a < cpus {
+                sh.runs[b] -= a as u32;
+            }
+        }
+        6 => {
+            api.release_one_ap(a, b);
+            if sh.pair(a, b) {
+                sh.runs[a] += 1;
+            }
+        }
+        7 => {
+            // WaitForBsp(CpuIndex = a, BspIndex = b).
+            if sh.pair(a, b) && sh.runs[a] == 0 {
+                api.release_one_ap(a, b);
+                sh.runs[a] += 1;
+            }
+            api.wait_for_bsp(a, b);
+            if sh.pair(a, b) {
+                sh.runs[a] -= 1;
+            }
+        }
+        8 => {
+            api.release_bsp(a, b);
+            if sh.pair(a, b) {
+                sh.runs[b] += 1;
+            }
+        }
+        _ => {
+            // A NULL context: statuses INVALID_PARAMETER, count 0, the
+            // rest does nothing and writes no out-pointer.
+            let null = SyncApi(std::ptr::null_mut());
+            match b % 10 {
+                0 => null.reset(),
+                1 => assert_eq!(null.arrived(), 0, "SyncGetArrivedCpuCount(NULL)"),
+                2 => assert_eq!(null.check_in(a), Status::INVALID_PARAMETER),
+                3 => assert_eq!(null.check_out(a), Status::INVALID_PARAMETER),
+                4 => {
+                    let mut n = 0x5a5ausize;
+                    null.lock_door(a, Some(&mut n));
+                    assert_eq!(n, 0x5a5a, "SyncLockDoor(NULL) wrote CpuCount");
+                }
+                5 => null.wait_for_aps(1, a),
+                6 => null.release_one_ap(a, 0),
+                7 => null.wait_for_bsp(a, 0),
+                8 => null.release_bsp(a, 0),
+                _ => null.lock_door(a, None),
+            }
+        }
+    }
+    sh.check(&format!("sync op {op} ({a:#x}, {b:#x})"));
+}
 
 fn check_after_smi(sim: &Sim, before: &MmMpStatistics) {
     let after = sim.stats();
