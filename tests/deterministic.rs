@@ -201,20 +201,34 @@ fn live_token_is_already_started() {
 }
 
 /// [DIFF] §2.2/§2.3: a busy AP → EFI_NOT_READY (EDK2 spins), nothing changed.
+/// The tokens in use are checked against the handler's own count of the
+/// tokens it was handed, and through the pool of two: after the refused
+/// calls exactly one more non-blocking call gets a token (§3: every slot
+/// in use and none recyclable → EFI_OUT_OF_RESOURCES).
 #[test]
 fn busy_ap_is_not_ready_and_nothing_changes() {
-    let sim = Sim::new(Options::new(4));
+    let sim = Sim::new(Options::new(4).tokens(2));
     let rec = arc_record(4);
     let checks = Checks::new();
     let (r, c) = (rec.clone(), checks.clone());
     sim.set_handler(move |sim, _| {
+        // Tokens this handler was handed in this SMI. None of their calls
+        // completes before the last check of `in_use` (the APs are only
+        // stepped by the waits at the end), so none can be recycled and
+        // each is still in use.
+        let mut handed_out = 0usize;
         let mut a: MmCompletion = NULL_TOKEN;
         c.eq(
             "A",
             sim.dispatch(p2(proc_count), 1, 0, arg(&r), Some(&mut a), None),
             Status::SUCCESS,
         );
-        let in_use = sim.instance().tokens().in_use();
+        handed_out += 1;
+        c.eq(
+            "tokens in use: A's",
+            sim.instance().tokens().in_use(),
+            handed_out,
+        );
         let mut b: MmCompletion = NULL_TOKEN;
         let mut sb = Status(0x77);
         c.eq(
@@ -237,12 +251,31 @@ fn busy_ap_is_not_ready_and_nothing_changes() {
             Status::NOT_READY,
         );
         c.eq("status array untouched", st, [Status(0x55); 4]);
-        c.eq("no token taken", sim.instance().tokens().in_use(), in_use);
         c.eq(
-            "AP2 not claimed: blocking works",
-            sim.dispatch(p2(proc_count), 2, 0, arg(&r), None, None),
+            "no token taken by the refused calls",
+            sim.instance().tokens().in_use(),
+            handed_out,
+        );
+        let mut b2: MmCompletion = NULL_TOKEN;
+        c.eq(
+            "AP2 not claimed, the pool's second token free",
+            sim.dispatch(p2(proc_count), 2, 0, arg(&r), Some(&mut b2), None),
             Status::SUCCESS,
         );
+        handed_out += 1;
+        c.eq(
+            "tokens in use: A's and B2's",
+            sim.instance().tokens().in_use(),
+            handed_out,
+        );
+        let mut x: MmCompletion = NULL_TOKEN;
+        c.eq(
+            "the pool of two is used up",
+            sim.dispatch(p2(proc_count), 3, 0, arg(&r), Some(&mut x), None),
+            Status::OUT_OF_RESOURCES,
+        );
+        c.eq("no handle on OUT_OF_RESOURCES", x, NULL_TOKEN);
+        c.eq("wait B2", sim.wait(b2), Status::SUCCESS);
         c.eq("wait A", sim.wait(a), Status::SUCCESS);
         c.eq(
             "AP1 free again",
@@ -251,7 +284,7 @@ fn busy_ap_is_not_ready_and_nothing_changes() {
         );
     });
     sim.smi_stepped(&[0, 1, 2, 3]);
-    checks.assert_ok(10);
+    checks.assert_ok(15);
     assert_eq!(rec.runs(), vec![0, 2, 1, 0]);
 }
 
@@ -964,4 +997,55 @@ fn ap_in_smi_rendezvous_joins_after_a_refused_give_up() {
         );
         assert_joined(&sim, &rec, relaxed);
     }
+}
+
+/// §2.3: a warning (non-zero, error bit clear) returned by a procedure is
+/// written to the CPU's CPUStatus entry but is not a failure: the token's
+/// overall result stays EFI_SUCCESS. A failure becomes the result.
+#[test]
+fn a_warning_is_not_a_failure() {
+    const WARN: Status = Status(1); // EFI_WARN_UNKNOWN_GLYPH
+    let sim = Sim::new(Options::new(4));
+    let rec = arc_record(4);
+    rec.ret.store(WARN.0, Ordering::SeqCst);
+    let checks = Checks::new();
+    let (r, c) = (rec.clone(), checks.clone());
+    sim.set_handler(move |sim, _| {
+        let mut t = NULL_TOKEN;
+        let mut st = [Status(0x77); 4];
+        c.eq(
+            "broadcast",
+            sim.broadcast(p2(proc_count), 0, arg(&r), Some(&mut t), Some(&mut st)),
+            Status::SUCCESS,
+        );
+        c.eq("done", sim.wait(t), Status::SUCCESS);
+        c.eq("statuses", st, [Status::NOT_STARTED, WARN, WARN, WARN]);
+        c.eq("result", sim.token_result(t).1, Status::SUCCESS);
+
+        let mut d = NULL_TOKEN;
+        let mut s = Status(0x77);
+        c.eq(
+            "dispatch",
+            sim.dispatch(p2(proc_count), 2, 0, arg(&r), Some(&mut d), Some(&mut s)),
+            Status::SUCCESS,
+        );
+        c.eq("dispatch done", sim.wait(d), Status::SUCCESS);
+        c.eq("dispatch status", s, WARN);
+        c.eq("dispatch result", sim.token_result(d).1, Status::SUCCESS);
+
+        let mut f = NULL_TOKEN;
+        c.eq(
+            "failing broadcast",
+            sim.broadcast(p2(proc_fail_odd), 0, arg(&r), Some(&mut f), None),
+            Status::SUCCESS,
+        );
+        c.eq("failing done", sim.wait(f), Status::SUCCESS);
+        c.eq(
+            "failure result",
+            sim.token_result(f).1,
+            Status::DEVICE_ERROR,
+        );
+    });
+    sim.smi_stepped(&[0, 1, 2, 3]);
+    checks.assert_ok(11);
 }

@@ -1,12 +1,16 @@
 //! Hostile input (proptest): no input to an exported function panics or
 //! writes out of bounds; bad input gets the status BEHAVIOUR.md §11 names and
-//! changes nothing.
+//! changes nothing. Hostile hot-plug: the APIC ID map behind WhoAmI keeps
+//! finding every CPU with the table full and through hundreds of
+//! remove/add cycles with changing APIC IDs.
 mod common;
 
 use std::ffi::c_void;
+use std::sync::mpsc::RecvTimeoutError;
+use std::time::Duration;
 
 use common::*;
-use mm_mp::efi::{Boolean, MmCompletion, ProcessorInformation, Status};
+use mm_mp::efi::{Boolean, MmCompletion, ProcessorInformation, Status, INVALID_APIC_ID};
 use mm_mp::ffi::*;
 use mm_mp::platform::{MmMpConfig, MmMpPlatform};
 use proptest::prelude::*;
@@ -40,7 +44,11 @@ fn cfg_strategy() -> impl Strategy<Value = Cfg> {
     (
         prop_oneof![Just(1u32), any::<u32>()],
         prop_oneof![0u32..40, any::<u32>()],
-        prop_oneof![0u32..70, any::<u32>()],
+        prop_oneof![
+            0u32..70,
+            any::<u32>(),
+            (DOCUMENTED_MAX_TOKENS - 2)..(DOCUMENTED_MAX_TOKENS + 3)
+        ],
         prop_oneof![
             Just(0u32),
             Just(16),
@@ -86,13 +94,22 @@ fn cfg_strategy() -> impl Strategy<Value = Cfg> {
         )
 }
 
+/// The largest `MaxTokens` BEHAVIOUR.md §3 and §11 allow: 2^24 − 1 where
+/// UINTN is 64 bits, 2^12 − 1 where it is 32 bits (the slot field of a
+/// handle). Written from the contract, not taken from the library.
+const DOCUMENTED_MAX_TOKENS: u32 = if cfg!(target_pointer_width = "64") {
+    (1 << 24) - 1
+} else {
+    (1 << 12) - 1
+};
+
 /// The outcome BEHAVIOUR.md §11 predicts for a configuration, before buffer checks.
 fn expected(c: &Cfg) -> Option<Status> {
     let line_ok = c.line == 0 || (c.line.is_power_of_two() && c.line >= 16);
     if c.revision != 1
         || c.cpus == 0
         || c.tokens == 0
-        || c.tokens > mm_mp::tokens::MAX_TOKENS
+        || c.tokens > DOCUMENTED_MAX_TOKENS
         || !line_ok
         || c.mode > 1
         || (!c.election && c.bsp >= c.cpus)
@@ -323,4 +340,289 @@ fn null_instances_are_rejected() {
     }
     assert_eq!(sim.instance().arrival().value(), 0, "touched nothing");
     assert_eq!(sim.entries.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
+
+/// BEHAVIOUR.md §3, §11: MaxTokens 1 … 2^24 − 1 on X64 (2^12 − 1 on IA32).
+/// Both sides of both ends, and the token storage the caller supplies
+/// grows by the documented 48 bytes per token up to the last valid value.
+#[test]
+fn max_tokens_limit_is_the_documented_one() {
+    let table = processor_table(&Options::new(2));
+    let size = |tokens: u32| {
+        let mut c = config(&Options::new(2), &table);
+        c.max_tokens = tokens;
+        let mut size = 0x5a5ausize;
+        // SAFETY: valid pointers.
+        let st = unsafe { MmMpGetRequiredSize(&c, &mut size) };
+        (st, size)
+    };
+    let max = DOCUMENTED_MAX_TOKENS;
+    for bad in [0, max + 1, max + 2, u32::MAX] {
+        assert_eq!(
+            size(bad),
+            (Status::INVALID_PARAMETER, 0x5a5a),
+            "MaxTokens {bad}"
+        );
+    }
+    let (st_low, low) = size(1);
+    let (st_below, below) = size(max - 4);
+    let (st_max, at_max) = size(max);
+    assert_eq!(
+        (st_low, st_below, st_max),
+        (Status::SUCCESS, Status::SUCCESS, Status::SUCCESS),
+        "MaxTokens 1, {} and {max} are valid",
+        max - 4
+    );
+    // 48 bytes per token, the pool packed (docs/ARCHITECTURE.md, the
+    // region): four tokens are three whole 64-byte lines.
+    assert_eq!(
+        at_max - below,
+        4 * 48,
+        "four more tokens are 192 more bytes of caller storage"
+    );
+    assert!(
+        at_max - low >= (max as usize - 1) * 48,
+        "storage for {max} tokens"
+    );
+}
+
+// -- the APIC ID map behind WhoAmI ---------------------------------------------------
+
+/// Runs `f` on a thread of its own and fails when it has not finished
+/// after `secs` seconds, so that a lookup or insertion that probes for
+/// ever fails the test instead of hanging it. A panic in `f` is passed on.
+fn bounded(what: &str, secs: u64, f: impl FnOnce() + Send + 'static) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let worker = std::thread::spawn(move || {
+        f();
+        let _ = tx.send(());
+    });
+    match rx.recv_timeout(Duration::from_secs(secs)) {
+        Ok(()) => worker.join().unwrap(),
+        Err(RecvTimeoutError::Disconnected) => {
+            if let Err(panic) = worker.join() {
+                std::panic::resume_unwind(panic);
+            }
+        }
+        Err(RecvTimeoutError::Timeout) => {
+            panic!("{what}: not finished after {secs} s (an APIC ID map probe that never ends)")
+        }
+    }
+}
+
+/// The APIC ID a slot holds, and the CPU number `v` with `apic(v)` equal
+/// to it when there is one: the Sim's GetApicId answers `apic(v)` for a
+/// thread playing CPU `v`, so WhoAmI can be asked as that CPU.
+#[derive(Clone, Copy, Debug)]
+struct Held {
+    id: u64,
+    caller: Option<usize>,
+}
+
+/// BEHAVIOUR.md §5.2: every populated slot is found by its APIC ID
+/// (WhoAmI where GetApicId can answer with that ID, the map lookup below
+/// the C API for every ID), GetProcessorInfo agrees, and the IDs of
+/// removed CPUs are found nowhere. docs/ARCHITECTURE.md: the map has a
+/// power-of-two length of at least 2 × NumberOfCpus entries and is at
+/// most half full.
+fn assert_every_cpu_found(sim: &Sim, held: &[Option<Held>], gone: &[Held], what: &str) {
+    let inst = sim.instance();
+    let cpus = sim.opts.cpus;
+    for (slot, h) in held.iter().enumerate() {
+        let (st, info) = sim.processor_info(slot);
+        match h {
+            Some(h) => {
+                assert_eq!(
+                    (st, info.processor_id),
+                    (Status::SUCCESS, h.id),
+                    "{what}: record of slot {slot}"
+                );
+                assert_eq!(
+                    inst.slot_of_apic_id(h.id),
+                    Some(slot),
+                    "{what}: lookup of APIC ID {:#x} (slot {slot})",
+                    h.id
+                );
+                if let Some(v) = h.caller {
+                    assert_eq!(
+                        sim.as_cpu(v, || sim.who_am_i()),
+                        (Status::SUCCESS, slot),
+                        "{what}: WhoAmI on the CPU with APIC ID {:#x}",
+                        h.id
+                    );
+                }
+            }
+            None => assert_eq!(st, Status::NOT_FOUND, "{what}: empty slot {slot}"),
+        }
+    }
+    for g in gone {
+        if held.iter().flatten().any(|h| h.id == g.id) {
+            continue;
+        }
+        assert_eq!(
+            inst.slot_of_apic_id(g.id),
+            None,
+            "{what}: removed APIC ID {:#x} still found",
+            g.id
+        );
+        if let Some(v) = g.caller {
+            assert_eq!(
+                sim.as_cpu(v, || sim.who_am_i()).0,
+                Status::NOT_FOUND,
+                "{what}: WhoAmI on a removed CPU"
+            );
+        }
+    }
+    // A foreign ID in the fullest map: the probe ends, nothing found.
+    assert_eq!(
+        inst.slot_of_apic_id(0xF00D_0001),
+        None,
+        "{what}: foreign ID"
+    );
+    let len = inst.layout.apic_map.len;
+    let live = inst.apic_map().live();
+    assert!(
+        len.is_power_of_two() && len >= 2 * cpus,
+        "{what}: the map has {len} entries for {cpus} CPUs, the rule is a power of two >= {}",
+        2 * cpus
+    );
+    assert_eq!(
+        live,
+        held.iter().flatten().count(),
+        "{what}: live map entries"
+    );
+    assert!(live * 2 <= len, "{what}: {live} of {len} entries live");
+}
+
+/// The end of an SMI applies the pending Add and Remove operations
+/// (BEHAVIOUR.md §5.3); CPU 0 is the only one to arrive (relaxed mode).
+fn end_of_smi(sim: &Sim) {
+    sim.smi_stepped(&[0]);
+    for slot in 0..sim.opts.cpus {
+        assert_eq!(
+            sim.instance().cpu(slot).unwrap().pending_op(),
+            mm_mp::cpus::OP_NONE,
+            "slot {slot}: operation applied"
+        );
+    }
+}
+
+/// Hot-plug on a `cpus`-slot machine whose upper half starts empty: every
+/// empty slot is hot-added (every slot of the table used), then `cycles`
+/// remove/add cycles, each giving the slots a new APIC ID: mostly one
+/// slot, every tenth cycle every odd slot at once, and every third cycle
+/// a 64-bit ID whose low 32 bits equal those of another live CPU's ID (a
+/// map tag shared by two live entries). CPU 0 stays: it is the BSP.
+fn map_churn(cpus: usize, cycles: usize) {
+    let empty: Vec<usize> = (cpus.div_ceil(2)..cpus).collect();
+    let sim = Sim::new(
+        Options::new(cpus)
+            .hot_plug(true)
+            .relaxed(true)
+            .empty(&empty),
+    );
+    let mut held: Vec<Option<Held>> = (0..cpus)
+        .map(|s| {
+            (!empty.contains(&s)).then_some(Held {
+                id: apic(s),
+                caller: Some(s),
+            })
+        })
+        .collect();
+    let mut gone: Vec<Held> = Vec::new();
+    let mut next = cpus;
+    let mut fresh = || {
+        next += 1;
+        Held {
+            id: apic(next),
+            caller: Some(next),
+        }
+    };
+    let add = |sim: &Sim, slot: usize, h: Held| {
+        sim.set_hot_plug_id(slot, h.id);
+        assert_eq!(
+            sim.add_processor(h.id),
+            (Status::SUCCESS, slot),
+            "AddProcessor({:#x}) into slot {slot}",
+            h.id
+        );
+    };
+    assert_every_cpu_found(&sim, &held, &gone, &format!("{cpus} CPUs, initial"));
+    for &slot in &empty {
+        let h = fresh();
+        add(&sim, slot, h);
+        held[slot] = Some(h);
+    }
+    end_of_smi(&sim);
+    assert_every_cpu_found(&sim, &held, &gone, &format!("{cpus} CPUs, table full"));
+    for cycle in 0..cycles {
+        let what = format!("{cpus} CPUs, cycle {cycle}");
+        let victims: Vec<usize> = if cycle % 10 == 9 {
+            (1..cpus).step_by(2).collect()
+        } else {
+            vec![1 + cycle % (cpus - 1)]
+        };
+        for &slot in &victims {
+            assert_eq!(
+                sim.remove_processor(slot),
+                Status::SUCCESS,
+                "{what}: remove {slot}"
+            );
+            assert_eq!(sim.hot_plug_id(slot), INVALID_APIC_ID);
+            gone.push(held[slot].take().unwrap());
+        }
+        end_of_smi(&sim);
+        let recent = &gone[gone.len().saturating_sub(64)..];
+        assert_every_cpu_found(&sim, &held, recent, &format!("{what}, removed {victims:?}"));
+        for &slot in &victims {
+            let h = if cycle % 3 == 2 {
+                // Same map tag as the live CPU of slot 0.
+                let low = held[0].unwrap().id & 0xFFFF_FFFF;
+                Held {
+                    id: (((cycle * cpus + slot) as u64 + 1) << 32) | low,
+                    caller: None,
+                }
+            } else {
+                fresh()
+            };
+            add(&sim, slot, h);
+            held[slot] = Some(h);
+        }
+        end_of_smi(&sim);
+        assert_every_cpu_found(&sim, &held, recent, &format!("{what}, added {victims:?}"));
+    }
+    assert_every_cpu_found(&sim, &held, &gone, &format!("{cpus} CPUs, at the end"));
+}
+
+/// BEHAVIOUR.md §5.2 WhoAmI and docs/ARCHITECTURE.md's APIC ID map: with
+/// every slot of the table used and through 300 remove/add cycles per
+/// machine, every CPU is found by its APIC ID and no removed ID is; the
+/// map keeps at least twice as many entries as slots.
+#[test]
+fn apic_map_full_table_and_churn() {
+    for cpus in [2, 3, 5, 6, 7, 8, 12, 16, 31, 33, 64] {
+        bounded(&format!("APIC ID map, {cpus} CPUs"), 120, move || {
+            map_churn(cpus, 300)
+        });
+    }
+}
+
+/// The map rule for every NumberOfCpus from 1 to 130: at least two
+/// entries per slot, and WhoAmI finds every CPU of a full table.
+#[test]
+fn apic_map_is_sized_for_every_cpu_count() {
+    bounded("APIC ID map sizes", 120, || {
+        for cpus in 1..=130 {
+            let sim = Sim::new(Options::new(cpus));
+            let held: Vec<Option<Held>> = (0..cpus)
+                .map(|s| {
+                    Some(Held {
+                        id: apic(s),
+                        caller: Some(s),
+                    })
+                })
+                .collect();
+            assert_every_cpu_found(&sim, &held, &[], &format!("{cpus} CPUs"));
+        }
+    });
 }
