@@ -6,6 +6,15 @@
 //! `MM_MP_LONG_RUN_SMIS` sets the number of SMIs per machine (default
 //! 1500, what CI runs; four machines); docs/RELIABILITY.md quotes the
 //! documented run of at least 1,000,000 SMIs.
+//!
+//! Lower bounds on the work done: a run passes only if at least half of
+//! its SMIs broadcast to an AP and completed a dispatch, procedures ran at
+//! least half as often as every AP in every SMI would make them, the
+//! library's statistics count exactly the broadcasts and dispatches the
+//! handler saw start, and, with hot-plug, every add/remove cycle was
+//! applied (hot-plug statistics) and the hot-added CPU ran procedures. A
+//! library that refuses every call with EFI_NOT_STARTED, or whose APs
+//! never become present, fails.
 mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,7 +23,9 @@ use std::sync::Arc;
 use common::*;
 use mm_mp::efi::Boolean;
 use mm_mp::efi::{MmCompletion, Status, INVALID_APIC_ID};
-use mm_mp::ffi::{MmMpGetRendezvousProtocol, MmMpStatistics};
+use mm_mp::ffi::{
+    MmMpGetHotPlugStatistics, MmMpGetRendezvousProtocol, MmMpHotPlugStatistics, MmMpStatistics,
+};
 
 fn smis() -> usize {
     std::env::var("MM_MP_LONG_RUN_SMIS")
@@ -27,19 +38,31 @@ struct Counts {
     rec: Arc<Record>,
     expected: AtomicUsize,
     failures: AtomicUsize,
+    /// Broadcasts that returned EFI_SUCCESS (they started procedures).
+    broadcasts: AtomicUsize,
+    /// Dispatches that returned EFI_SUCCESS and whose wait did too.
+    dispatches: AtomicUsize,
+    /// APs every SMI should have: the machine's CPUs that are never
+    /// removed, minus the BSP.
+    aps: usize,
 }
 
 impl Counts {
-    fn new(n: usize) -> Arc<Counts> {
+    fn new(n: usize, aps: usize) -> Arc<Counts> {
         Arc::new(Counts {
             rec: Arc::from(Record::new(n)),
             expected: AtomicUsize::new(0),
             failures: AtomicUsize::new(0),
+            broadcasts: AtomicUsize::new(0),
+            dispatches: AtomicUsize::new(0),
+            aps,
         })
     }
 
     /// At the end of a run: no failed call, exact procedure counts, `smis`
-    /// SMIs handled. Returns the statistics.
+    /// SMIs handled, the statistics agree with what the handler saw, and
+    /// the work done reaches the lower bounds of the module comment.
+    /// Returns the statistics.
     fn verify(&self, m: &Machine, smis: usize) -> MmMpStatistics {
         assert_eq!(self.failures.load(Ordering::SeqCst), 0);
         assert_eq!(
@@ -49,6 +72,31 @@ impl Counts {
         );
         let s = m.stats();
         assert_eq!(s.smis as usize, smis);
+        let broadcasts = self.broadcasts.load(Ordering::SeqCst);
+        let dispatches = self.dispatches.load(Ordering::SeqCst);
+        assert_eq!(
+            s.broadcasts as usize, broadcasts,
+            "statistics: the broadcasts that started procedures"
+        );
+        assert_eq!(
+            s.dispatches as usize, dispatches,
+            "statistics: the procedures started by DispatchProcedure"
+        );
+        assert!(
+            broadcasts * 2 >= smis,
+            "only {broadcasts} of {smis} SMIs broadcast to an AP"
+        );
+        assert!(
+            dispatches * 2 >= smis,
+            "only {dispatches} of {smis} SMIs completed a dispatch"
+        );
+        let floor = smis * self.aps / 2;
+        assert!(
+            self.rec.total() >= floor,
+            "{} procedure runs in {smis} SMIs with {} APs, at least {floor} expected",
+            self.rec.total(),
+            self.aps
+        );
         s
     }
 }
@@ -77,10 +125,11 @@ fn work(sim: &Sim, bsp: usize, c: &Counts, relaxed: bool) {
         Status::SUCCESS => {
             let ran = st.iter().filter(|&&s| s == Status::SUCCESS).count();
             let set = st.iter().filter(|&&s| s != Status::NOT_STARTED).count();
-            if ran != set {
+            if ran != set || ran == 0 {
                 c.failures.fetch_add(1, Ordering::SeqCst);
             }
             c.expected.fetch_add(ran, Ordering::SeqCst);
+            c.broadcasts.fetch_add(1, Ordering::SeqCst);
         }
         Status::NOT_STARTED => {}
         _ => {
@@ -93,6 +142,7 @@ fn work(sim: &Sim, bsp: usize, c: &Counts, relaxed: bool) {
         if sim.dispatch(p2(proc_count), ap, 0, arg, Some(&mut t), None) == Status::SUCCESS {
             if sim.wait(t) == Status::SUCCESS {
                 c.expected.fetch_add(1, Ordering::SeqCst);
+                c.dispatches.fetch_add(1, Ordering::SeqCst);
             } else {
                 c.failures.fetch_add(1, Ordering::SeqCst);
             }
@@ -119,7 +169,7 @@ fn run(relaxed: bool, n: usize, total: usize) -> (std::time::Duration, MmMpStati
             .timeout_us(500)
             .tokens(8),
     );
-    let counts = Counts::new(n);
+    let counts = Counts::new(n, n - 1);
     let c = counts.clone();
     m.sim
         .set_handler(move |sim, bsp| work(sim, bsp, &c, relaxed));
@@ -136,10 +186,12 @@ fn run(relaxed: bool, n: usize, total: usize) -> (std::time::Duration, MmMpStati
 /// Hot-plug mixed in: 4 CPUs and one hot-pluggable slot; every
 /// `HOT_PLUG_EVERY` SMIs the platform reserves the slot, the BSP adds the
 /// CPU (BEHAVIOUR.md §5.2), its first SMI initialises it, it works in the next
-/// SMIs and is removed again (ejected at SMI end). Between those, the same
+/// SMIs and is removed again (ejected at SMI end) once it ran a procedure,
+/// which it must do within `JOIN_WITHIN` SMIs. Between those, the same
 /// work and sources as `run`. Returns (time, statistics, cycles).
 fn run_hot_plug(relaxed: bool, total: usize) -> (std::time::Duration, MmMpStatistics, usize) {
     const HOT_PLUG_EVERY: usize = 50;
+    const JOIN_WITHIN: usize = 100;
     const NEW: usize = 4;
     let n = NEW + 1;
     let m = Machine::start(
@@ -151,10 +203,12 @@ fn run_hot_plug(relaxed: bool, total: usize) -> (std::time::Duration, MmMpStatis
             .timeout_us(500)
             .tokens(8),
     );
-    let counts = Counts::new(n);
-    // 0: plain work; 1: add the CPU; 2: remove it.
+    let counts = Counts::new(n, NEW - 1);
+    // 0: plain work; 1: add the CPU; 2: remove it once it ran a procedure.
     let op = Arc::new(AtomicUsize::new(0));
-    let (c, o) = (counts.clone(), op.clone());
+    // Procedures the CPU of slot NEW had run when op 2 was set.
+    let runs_at_init = Arc::new(AtomicUsize::new(0));
+    let (c, o, r0) = (counts.clone(), op.clone(), runs_at_init.clone());
     m.sim.set_handler(move |sim, bsp| {
         // The work first: a CPU with a pending removal makes Broadcast
         // return EFI_INVALID_PARAMETER (BEHAVIOUR.md §2.3 step 5).
@@ -173,6 +227,8 @@ fn run_hot_plug(relaxed: bool, total: usize) -> (std::time::Duration, MmMpStatis
                     if sim.switch_bsp(0) != Status::SUCCESS {
                         c.failures.fetch_add(1, Ordering::SeqCst);
                     }
+                } else if c.rec.runs()[NEW] == r0.load(Ordering::SeqCst) {
+                    // Not yet part of a broadcast or dispatch: a later SMI.
                 } else if sim.remove_processor(NEW) == Status::SUCCESS {
                     o.store(0, Ordering::SeqCst);
                 } else {
@@ -219,8 +275,14 @@ fn run_hot_plug(relaxed: bool, total: usize) -> (std::time::Duration, MmMpStatis
         }
         m.wait_smis(smis, 60);
         // It works with the others until removed (mixed sources).
+        runs_at_init.store(counts.rec.runs()[NEW], Ordering::SeqCst);
         op.store(2, Ordering::SeqCst);
+        let joined_at = smis;
         while !inst.cpu(NEW).unwrap().is_empty() {
+            assert!(
+                smis - joined_at < JOIN_WITHIN,
+                "cycle {cycles}: the hot-added CPU ran no procedure in {JOIN_WITHIN} SMIs"
+            );
             smis += 1;
             raise(&m, smis, NEW);
             m.wait_smis(smis, 60);
@@ -232,7 +294,25 @@ fn run_hot_plug(relaxed: bool, total: usize) -> (std::time::Duration, MmMpStatis
         cycles += 1;
     }
     let elapsed = start.elapsed();
-    (elapsed, counts.verify(&m, smis), cycles)
+    let s = counts.verify(&m, smis);
+    // Every cycle's Add and Remove were applied at the end of an SMI
+    // (BEHAVIOUR.md §5.3, §11 MmMpGetHotPlugStatistics).
+    let mut h = MmMpHotPlugStatistics::default();
+    // SAFETY: valid instance and out-pointer.
+    let st = unsafe { MmMpGetHotPlugStatistics(m.sim.inst, &mut h) };
+    assert_eq!(st, Status::SUCCESS);
+    assert_eq!(
+        (h.cpus_added as usize, h.cpus_removed as usize),
+        (cycles, cycles),
+        "hot-plug operations applied"
+    );
+    // The hot-added CPU worked in the SMIs between its Add and its Remove.
+    let new_runs = counts.rec.runs()[NEW];
+    assert!(
+        new_runs >= cycles,
+        "the hot-added CPU ran {new_runs} procedures in {cycles} cycles"
+    );
+    (elapsed, s, cycles)
 }
 
 fn report(what: &str, total: usize, t: std::time::Duration, s: &MmMpStatistics) {

@@ -22,6 +22,19 @@
 //! * `MM_MP_MODEL_CASES` sets the number of sequences (default 800 here;
 //!   docs/RELIABILITY.md records a long run).
 //!
+//! Reproducibility: the sequences come from a fixed seed
+//! ([`DEFAULT_SEED`]), so every run of the default test plays the same
+//! sequences. `MM_MP_MODEL_SEED` overrides it (decimal or `0x` hex, or
+//! `random` for a seed taken from the clock, to explore new sequences);
+//! the seed in use is printed at the start (`--nocapture` shows it). A
+//! failure prints the seed, the reason, the minimal (shrunk) sequence one
+//! operation per line, and the command that replays it. proptest also
+//! appends the failing case's own seed to
+//! `tests/model.proptest-regressions` (proptest's regression file, next to
+//! this one); every later run, whatever its seed, replays the cases of
+//! that file first. Commit the file with the fix, so that the case stays
+//! in the suite.
+//!
 //! Determinism: while the handler runs, every AP is frozen (the pause hook
 //! never steps it) except the ones a blocking call must wait for, so the
 //! model knows exactly which procedures ran. Where the library's pump may
@@ -39,7 +52,7 @@ use common::*;
 use mm_mp::efi::{MmCompletion, ProcessorInformation, Status, INVALID_APIC_ID};
 use mm_mp::ffi::*;
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestRunner};
+use proptest::test_runner::{Config, FileFailurePersistence, RngSeed, TestError, TestRunner};
 
 // -- procedures and their counters ---------------------------------------------
 
@@ -1639,14 +1652,56 @@ fn cases() -> u32 {
         .unwrap_or(800)
 }
 
+/// The seed of the sequences when `MM_MP_MODEL_SEED` is not set.
+const DEFAULT_SEED: u64 = 0x6d6d_6d70_0000_0001;
+
+/// `MM_MP_MODEL_SEED`: unset → [`DEFAULT_SEED`]; a decimal or `0x` hex
+/// number → that seed; `random` → a seed from the clock.
+fn seed() -> u64 {
+    let Ok(v) = std::env::var("MM_MP_MODEL_SEED") else {
+        return DEFAULT_SEED;
+    };
+    let v = v.trim();
+    if v == "random" {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        return t.as_secs() ^ ((t.subsec_nanos() as u64) << 32);
+    }
+    let parsed = match v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => v.parse(),
+    };
+    parsed.unwrap_or_else(|_| {
+        panic!("MM_MP_MODEL_SEED={v:?}: expected a decimal or 0x hex number, or `random`")
+    })
+}
+
+/// The command that plays the same sequences again.
+fn replay_command(seed: u64, cases: u32) -> String {
+    format!(
+        "MM_MP_MODEL_SEED={seed:#x} MM_MP_MODEL_CASES={cases} \
+         cargo test --release --test model library_follows_the_model -- --nocapture"
+    )
+}
+
 /// BEHAVIOUR.md §2–§5 against the model, `MM_MP_MODEL_CASES` random sequences.
 #[test]
 fn library_follows_the_model() {
     let start = std::time::Instant::now();
     let cases = cases();
+    let seed = seed();
+    eprintln!(
+        "model: seed {seed:#x}, {cases} sequences; replay: {}",
+        replay_command(seed, cases)
+    );
     let mut runner = TestRunner::new(Config {
         cases,
-        failure_persistence: None,
+        rng_seed: RngSeed::Fixed(seed),
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
+            "proptest-regressions",
+        ))),
+        source_file: Some(file!()),
         max_shrink_iters: 4096,
         ..Config::default()
     });
@@ -1674,8 +1729,26 @@ fn library_follows_the_model() {
         ops_done.fetch_add(ops.len(), Ordering::Relaxed);
         run_case(&c, &ops)
     });
-    if let Err(e) = result {
-        panic!("{e}");
+    match result {
+        Ok(()) => {}
+        Err(TestError::Fail(reason, (c, ops))) => {
+            let steps: Vec<String> = ops
+                .iter()
+                .enumerate()
+                .map(|(i, op)| format!("  {:>3}. {op:?}", i + 1))
+                .collect();
+            panic!(
+                "model: FAILED with seed {seed:#x}: {reason}\n\
+                 minimal failing sequence, {} operations on {c:?}:\n{}\n\
+                 replay: {}\n\
+                 (the case was also added to tests/model.proptest-regressions, \
+                 which every later run replays first)",
+                ops.len(),
+                steps.join("\n"),
+                replay_command(seed, cases)
+            );
+        }
+        Err(e) => panic!("model: seed {seed:#x}: {e}"),
     }
     let cov = COVERAGE.lock().unwrap();
     for (k, v) in cov.iter() {
