@@ -386,7 +386,18 @@ fn header_constants_match_rust() {
             .strip_prefix("ENCODE_ERROR")
             .unwrap_or_else(|| panic!("#define {name} {value}: expected ENCODE_ERROR (n)"));
         assert_eq!(top | parse_int(code), status.0 as u64, "#define {name}");
+        // Test failures and logs print a status by its header name.
+        assert_eq!(format!("{status:?}"), *name, "Debug of {name}");
     }
+    assert_eq!(format!("{:?}", Status::SUCCESS), "EFI_SUCCESS");
+    let top = top as usize;
+    assert_eq!(
+        format!("{:?}", Status(top | 1)),
+        format!("Status({:#x})", top | 1)
+    );
+    // EFI_ERROR: the top bit alone decides; warnings are not errors.
+    assert!(Status(top).is_error() && Status(top | 5).is_error());
+    assert!(!Status::SUCCESS.is_error() && !Status(1).is_error() && !Status(top - 1).is_error());
 }
 
 /// The header is self-contained and clean in every language mode a host

@@ -246,6 +246,27 @@ fn remove_processor_rows() {
     checks.assert_ok(12);
     assert_eq!(op(&sim, 2), OP_NONE);
     assert_eq!(sim.instance().apic_map().live(), 2);
+
+    // Without the HotPlugApicId array: the slot is emptied, and there is
+    // no entry to write.
+    let sim = Sim::new(
+        Options::new(4)
+            .hot_plug(true)
+            .hot_plug_array(false)
+            .fixed_bsp(0),
+    );
+    let checks = Checks::new();
+    let c = checks.clone();
+    in_smi(&sim, move |sim, _| {
+        c.eq("no array: ok", sim.remove_processor(2), Status::SUCCESS);
+        c.eq("emptied", sim.processor_info(2).0, Status::NOT_FOUND);
+    });
+    checks.assert_ok(2);
+    assert_eq!(
+        sim.hot_plug_id(2),
+        apic(2),
+        "the platform's array untouched"
+    );
 }
 
 /// §5.2 WhoAmI: every row.

@@ -6,7 +6,7 @@
 //! | AP never arrives | `ap_never_arrives` (+ scenarios.rs `ap_that_never_arrives`, threads) | stepped, manual clock |
 //! | BSP never arrives | `bsp_never_arrives`, `switch_bsp_candidate_never_arrives` (+ scenarios.rs) | stepped |
 //! | procedure never returns | `broadcast_procedure_never_returns` (+ scenarios.rs `stuck_procedure_is_bounded`: Dispatch) | threads, real clock |
-//! | AP still stuck (lost) at the next SMI | `lost_ap_is_not_waited_for_in_the_next_smi` | stepped, manual clock |
+//! | AP still stuck (lost) at the next SMI | `ap_lost_in_a_{dispatch,broadcast}_is_not_waited_for_in_the_next_smi` | stepped, manual clock |
 //! | AP arrives after the door is locked | `late_ap_at_every_point` (+ scenarios.rs `late_ap_*`) | stepped |
 //! | CPU removed while a broadcast is pending | `cpu_removed_while_broadcast_pending` | stepped |
 //! | time source jumps backwards / wraps | `time_wraps`, `time_jumps_backwards` | stepped, manual clock |
@@ -989,8 +989,12 @@ fn second_smi_while_cpus_leave_the_first() {
     }
 }
 
-/// What `proc_stuck_through_next_smi` saw of the SMI after the loss.
-static NEXT_SMI: Mutex<Option<(u64, MmMpStatistics, MmMpStatistics)>> = Mutex::new(None);
+/// The machine of `proc_stuck_through_next_smi` and what it saw of the SMI
+/// after the loss: (ticks it took, statistics before, after).
+struct StuckThroughNextSmi<'a> {
+    sim: &'a Sim,
+    next_smi: Mutex<Option<(u64, MmMpStatistics, MmMpStatistics)>>,
+}
 
 /// Step CPUs 0, 1 and 3 round-robin, the manual clock one tick per round,
 /// until each finished its SMI (its step returned Ready).
@@ -1010,13 +1014,19 @@ fn finish_smi_of_0_1_3(sim: &Sim) {
     panic!("the SMI of CPUs 0, 1, 3 never ended");
 }
 
-/// AP 2's procedure on the stepped machine. It runs inside AP 2's step
-/// and does not return until the BSP has marked AP 2 lost (BEHAVIOUR.md §2.7,
-/// §6.3 step 4) and a whole next SMI of CPUs 0, 1 and 3 has run: it steps
-/// those CPUs itself and moves the manual clock on.
+/// A procedure on the stepped machine that returns at once on every CPU
+/// but AP 2. On AP 2 it runs inside AP 2's step and does not return until
+/// the BSP has marked AP 2 lost (BEHAVIOUR.md §2.7, §6.3 step 4) and a
+/// whole next SMI of CPUs 0, 1 and 3 has run: it steps those CPUs itself
+/// and moves the manual clock on.
 unsafe extern "efiapi" fn proc_stuck_through_next_smi(arg: *mut c_void) -> Status {
-    // SAFETY: the test passes its Sim, alive for the whole test.
-    let sim = unsafe { &*(arg as *const Sim) };
+    if current_cpu() != 2 {
+        return Status::SUCCESS;
+    }
+    // SAFETY: the test passes its StuckThroughNextSmi, alive for the whole
+    // test.
+    let stuck = unsafe { &*(arg as *const StuckThroughNextSmi) };
+    let sim = stuck.sim;
     for _ in 0..10_000 {
         if sim.stats().lost_aps > 0 {
             break;
@@ -1032,7 +1042,7 @@ unsafe extern "efiapi" fn proc_stuck_through_next_smi(arg: *mut c_void) -> Statu
     let t0 = sim.ticks.load(Ordering::SeqCst);
     finish_smi_of_0_1_3(sim);
     let dt = sim.ticks.load(Ordering::SeqCst) - t0;
-    *NEXT_SMI.lock().unwrap() = Some((dt, before, sim.stats()));
+    *stuck.next_smi.lock().unwrap() = Some((dt, before, sim.stats()));
     Status::SUCCESS
 }
 
@@ -1041,10 +1051,16 @@ unsafe extern "efiapi" fn proc_stuck_through_next_smi(arg: *mut c_void) -> Statu
 /// though the BSP's arrival wait of the SMI before counted it as expected
 /// (the wait keeps its count between looks and SMIs; marking an AP lost
 /// must drop it: docs/ARCHITECTURE.md, "Rules from the measurements").
-#[test]
-fn lost_ap_is_not_waited_for_in_the_next_smi() {
+/// The AP is lost in a dispatched call (`broadcast` false) or in its share
+/// of a broadcast.
+fn lost_ap_is_not_waited_for_in_the_next_smi(broadcast: bool) {
     let sim = machine(clocked(TICK));
     sim.preferred_bsp.store(0, Ordering::SeqCst);
+    let stuck = StuckThroughNextSmi {
+        sim: &sim,
+        next_smi: Mutex::new(None),
+    };
+    let arg = &stuck as *const StuckThroughNextSmi as usize;
     let first = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let f = first.clone();
     sim.set_handler(move |sim, bsp| {
@@ -1054,26 +1070,32 @@ fn lost_ap_is_not_waited_for_in_the_next_smi() {
         }
         sim.pump_until(|| (1..4).all(|a| sim.joined(a)));
         let mut t: MmCompletion = NULL_TOKEN;
-        let arg = sim as *const Sim as *mut c_void;
-        assert_eq!(
-            sim.dispatch(
-                p2(proc_stuck_through_next_smi),
-                2,
-                0,
-                arg,
-                Some(&mut t),
-                None
-            ),
-            Status::SUCCESS
-        );
+        let p = p2(proc_stuck_through_next_smi);
+        let arg = arg as *mut c_void;
+        let status = if broadcast {
+            sim.broadcast(p, 0, arg, Some(&mut t), None)
+        } else {
+            sim.dispatch(p, 2, 0, arg, Some(&mut t), None)
+        };
+        assert_eq!(status, Status::SUCCESS);
     });
     // CPU 0 steps first: its arrival wait looks, and counts four expected
     // CPUs, before the APs check in.
     sim.smi_stepped(&[0, 1, 2, 3]);
-    let (dt, before, after) = NEXT_SMI.lock().unwrap().take().expect("next SMI ran");
+    let (dt, before, after) = stuck.next_smi.lock().unwrap().take().expect("next SMI ran");
     assert_eq!((before.smis, after.smis), (1, 2));
     assert!(dt < 1_000_000, "no arrival timeout ({dt} ticks)");
     assert_eq!(after.timeouts, before.timeouts, "no timeout");
     assert_eq!(after.ipis_sent, 0, "no IPI to the lost AP");
     assert_balanced(&sim);
+}
+
+#[test]
+fn ap_lost_in_a_dispatch_is_not_waited_for_in_the_next_smi() {
+    lost_ap_is_not_waited_for_in_the_next_smi(false);
+}
+
+#[test]
+fn ap_lost_in_a_broadcast_is_not_waited_for_in_the_next_smi() {
+    lost_ap_is_not_waited_for_in_the_next_smi(true);
 }
