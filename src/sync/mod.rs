@@ -1,4 +1,5 @@
-//! Layer 2 — the only place that touches atomics directly.
+//! Layer 2 — the synchronisation primitives, and the one atomic facade
+//! every layer imports its atomic types from.
 //!
 //! * [`atomic`]: one facade, `core::sync::atomic` in firmware and on the
 //!   host, `loom` under `cfg(loom)` (the tokio `src/loom/` pattern).
