@@ -34,8 +34,8 @@ use crate::broadcast::{words_for, Broadcasts, Descriptor, MailboxPosts};
 use crate::cpu_service::ApicMap;
 use crate::cpus::CpuState;
 use crate::efi::{
-    Boolean, MmMpProtocol, ProcessorInformation, SmmCpuRendezvousProtocol, SmmCpuServiceProtocol,
-    Status, INVALID_APIC_ID,
+    MmMpProtocol, ProcessorInformation, SmmCpuRendezvousProtocol, SmmCpuServiceProtocol, Status,
+    INVALID_APIC_ID,
 };
 use crate::mailbox::{Channel, Mailbox};
 use crate::memory::{is_aligned, ArrayLayout, Carver, Strided, DEFAULT_LINE, MIN_LINE};
@@ -624,10 +624,5 @@ impl Instance {
     /// Send a message to the integrator's log.
     pub fn log(&self, level: usize, message: &core::ffi::CStr) {
         self.platform.log(level, message)
-    }
-
-    /// Boolean helper for protocol code.
-    pub fn boolean(b: bool) -> Boolean {
-        Boolean::from(b)
     }
 }
