@@ -626,3 +626,72 @@ fn apic_map_is_sized_for_every_cpu_count() {
         }
     });
 }
+
+/// BEHAVIOUR.md §2.7: a time source is TicksPerSecond ≠ 0 *and* GetTicks
+/// ≠ NULL. A platform that gives only one of them has none: the protocol
+/// does not advertise timeouts.
+#[test]
+fn half_a_time_source_is_none() {
+    for (ticks_per_second, get_ticks) in [(0, true), (1_000_000, false), (1_000_000, true)] {
+        let table = [ProcessorInformation {
+            processor_id: 0,
+            ..ProcessorInformation::EMPTY
+        }];
+        let cfg = MmMpConfig {
+            revision: mm_mp::platform::MM_MP_CONFIG_REVISION,
+            number_of_cpus: 1,
+            max_tokens: 1,
+            cache_line_size: 0,
+            sync_mode: 0,
+            bsp_index: 0,
+            bsp_election: Boolean::TRUE,
+            hot_plug_support: Boolean::FALSE,
+            blocking_startup_this_ap: Boolean::FALSE,
+            configure_mtrrs: Boolean::FALSE,
+            reserved: 0,
+            ap_sync_timeout_us: 0,
+            ap_sync_timeout2_us: 0,
+            processor_info: table.as_ptr(),
+            hot_plug_apic_id: std::ptr::null_mut(),
+        };
+        let mut plat = base_platform();
+        plat.ticks_per_second = ticks_per_second;
+        if !get_ticks {
+            plat.get_ticks = None;
+        } else {
+            plat.get_ticks = Some(constant_ticks);
+        }
+        let mut size = 0;
+        // SAFETY: valid pointers.
+        assert_eq!(
+            unsafe { MmMpGetRequiredSize(&cfg, &mut size) },
+            Status::SUCCESS
+        );
+        let mut mem = vec![0u8; size + 64];
+        let off = (mem.as_ptr() as usize).next_multiple_of(64) - mem.as_ptr() as usize;
+        let mut inst: *mut MmMpInstance = std::ptr::null_mut();
+        // SAFETY: `size` bytes at `off` are inside `mem`, 64-byte aligned.
+        let st = unsafe {
+            MmMpInitialize(
+                mem.as_mut_ptr().add(off) as *mut c_void,
+                size,
+                &cfg,
+                &plat,
+                &mut inst,
+            )
+        };
+        assert_eq!(st, Status::SUCCESS);
+        // SAFETY: an instance MmMpInitialize returned.
+        let mp = unsafe { &*MmMpGetMmMpProtocol(inst) };
+        let timed = ticks_per_second != 0 && get_ticks;
+        assert_eq!(
+            mp.attributes & mm_mp::efi::MM_MP_TIMEOUT_SUPPORTED != 0,
+            timed,
+            "TicksPerSecond {ticks_per_second}, GetTicks {get_ticks}"
+        );
+    }
+}
+
+unsafe extern "efiapi" fn constant_ticks(_ctx: *mut c_void) -> u64 {
+    7
+}
