@@ -158,11 +158,9 @@ fn barrier_two_aps_release_bsp() {
 }
 
 /// Both halves as one round, so the APs' releases of the BSP can overlap
-/// the BSP still releasing the other AP. Ignored by default: it explores
-/// for about 9 s at LOOM_MAX_PREEMPTIONS=3 (the halves above take well
-/// under a second); run it with `-- --ignored`.
+/// the BSP still releasing the other AP (about 5 s at
+/// LOOM_MAX_PREEMPTIONS=3; the halves above take well under a second).
 #[test]
-#[ignore = "about 9 s under loom; run with --ignored"]
 fn barrier_round_bsp_and_two_aps() {
     loom::model(|| {
         let m = locked_machine();
