@@ -1118,6 +1118,12 @@ impl Instance {
 
     /// §6.4 step 4: not present, signal #13, wait for the end.
     fn ap_leave_handler(&self, me: &Me) -> Step {
+        // The present flag and the broadcast bit are cleared before #13:
+        // once the BSP has counted every AP's #13 it ends the SMI, and the
+        // next SMI's snapshot and target checks read them as "checked in
+        // to this SMI". Loom does not see this order (its models never
+        // snapshot between an AP's #13 and the next SMI), so it stands on
+        // this argument.
         me.state.set_present(false);
         self.broadcasts().leave(me.cpu);
         self.signal_bsp(me); // #13
