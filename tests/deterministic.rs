@@ -1049,3 +1049,59 @@ fn a_warning_is_not_a_failure() {
     sim.smi_stepped(&[0, 1, 2, 3]);
     checks.assert_ok(11);
 }
+
+/// BEHAVIOUR.md §8, the hooks: RendezvousEntry, BeforeMmiHandler and
+/// RendezvousExit run once on every CPU that takes part in an SMI.
+#[test]
+fn entry_before_handler_and_exit_hooks_once_per_cpu() {
+    for relaxed in [false, true] {
+        let sim = Sim::new(Options::new(4).relaxed(relaxed));
+        for smi in 1..=2 {
+            sim.smi_stepped(&[0, 1, 2, 3]);
+            let counts = [
+                sim.entries.load(Ordering::SeqCst),
+                sim.before_mmi.load(Ordering::SeqCst),
+                sim.exits.load(Ordering::SeqCst),
+            ];
+            assert_eq!(counts, [4 * smi; 3], "relaxed {relaxed}, SMI {smi}");
+        }
+    }
+}
+
+/// BEHAVIOUR.md §6.5: when IsSyncAlwaysNeeded answers FALSE the first
+/// arrival round is skipped: a missing CPU is sent its SMI IPI at once,
+/// not after `ApSyncTimeoutUs`. Answering TRUE, the first round runs.
+#[test]
+fn sync_not_needed_skips_the_first_round() {
+    const FIRST_US: u64 = 1_000_000;
+    const TICKS_PER_US: u64 = 1_000; // the Sim's clock counts nanoseconds
+    for needed in [false, true] {
+        let sim = Sim::new(
+            Options::new(4)
+                .clock(Clock::Manual {
+                    per_pause: 1_000_000,
+                })
+                .timeouts_us(FIRST_US, 1_000)
+                .sync_needed_hook(true),
+        );
+        sim.sync_needed.store(needed, Ordering::SeqCst);
+        let start = sim.ticks.load(Ordering::SeqCst);
+        // CPU 3 never arrives.
+        sim.smi_stepped(&[0, 1, 2]);
+        // Without the first round, CPUs 1 and 2 may not have checked in
+        // yet either: they are sent one too.
+        let ipis = sim.ipis.lock().unwrap().clone();
+        let at = ipis.iter().position(|&a| a == apic(3));
+        let at = at.unwrap_or_else(|| panic!("needed {needed}: no IPI to CPU 3 in {ipis:?}"));
+        let after = sim.ipi_ticks.lock().unwrap()[at] - start;
+        if needed {
+            assert!(after >= FIRST_US * TICKS_PER_US, "IPI after {after} ticks");
+        } else {
+            assert!(
+                after < FIRST_US * TICKS_PER_US / 2,
+                "IPI after {after} ticks"
+            );
+        }
+        assert_eq!(sim.stats().timeouts, 1);
+    }
+}

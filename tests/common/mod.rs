@@ -73,6 +73,8 @@ pub struct Options {
     pub empty: Vec<usize>,
     /// Install a GetApicId hook (caller checks).
     pub apic_hook: bool,
+    /// Install an IsSyncAlwaysNeeded hook answering `Sim::sync_needed`.
+    pub sync_needed_hook: bool,
     pub mtrrs: bool,
     /// `MM_MP_CONFIG.HotPlugSupport`.
     pub hot_plug_support: bool,
@@ -99,6 +101,7 @@ impl Options {
             timeout2_us: None,
             empty: Vec::new(),
             apic_hook: true,
+            sync_needed_hook: false,
             mtrrs: false,
             hot_plug_support: false,
             hot_plug_array: true,
@@ -124,6 +127,10 @@ impl Options {
     }
     pub fn mtrrs(mut self, m: bool) -> Self {
         self.mtrrs = m;
+        self
+    }
+    pub fn sync_needed_hook(mut self, h: bool) -> Self {
+        self.sync_needed_hook = h;
         self
     }
     pub fn timeout_us(mut self, t: u64) -> Self {
@@ -199,6 +206,10 @@ pub struct Sim {
     stepping: AtomicBool,
     pub entries: AtomicUsize,
     pub exits: AtomicUsize,
+    /// BeforeMmiHandler calls.
+    pub before_mmi: AtomicUsize,
+    /// What the IsSyncAlwaysNeeded hook answers (with `sync_needed_hook`).
+    pub sync_needed: AtomicBool,
     pub foundation_calls: AtomicUsize,
     pub smi_valid: AtomicBool,
     /// Machine mode: an SMI source is pending (IsValidSmi answers it when
@@ -415,6 +426,14 @@ unsafe extern "efiapi" fn cb_exit(ctx: *mut c_void, _cpu: usize) {
     sim_of(ctx).exits.fetch_add(1, Ordering::SeqCst);
 }
 
+unsafe extern "efiapi" fn cb_before_mmi(ctx: *mut c_void, _cpu: usize) {
+    sim_of(ctx).before_mmi.fetch_add(1, Ordering::SeqCst);
+}
+
+unsafe extern "efiapi" fn cb_sync_needed(ctx: *mut c_void) -> Boolean {
+    Boolean::from(sim_of(ctx).sync_needed.load(Ordering::SeqCst))
+}
+
 unsafe extern "efiapi" fn cb_foundation(ctx: *mut c_void, bsp: usize) {
     let sim = sim_of(ctx);
     sim.foundation_calls.fetch_add(1, Ordering::SeqCst);
@@ -499,8 +518,12 @@ pub fn platform(opts: &Options, ctx: *mut c_void) -> MmMpPlatform {
         bsp_election: Some(cb_election),
         rendezvous_entry: Some(cb_entry),
         rendezvous_exit: Some(cb_exit),
-        before_mmi_handler: None,
-        is_sync_always_needed: None,
+        before_mmi_handler: Some(cb_before_mmi),
+        is_sync_always_needed: if opts.sync_needed_hook {
+            Some(cb_sync_needed)
+        } else {
+            None
+        },
         get_smm_delayed_blocked_disabled_count: Some(cb_counts),
         mtrr_save: Some(cb_mtrr_save),
         mtrr_replace: Some(cb_mtrr_replace),
@@ -551,6 +574,8 @@ impl Sim {
             stepping: AtomicBool::new(false),
             entries: AtomicUsize::new(0),
             exits: AtomicUsize::new(0),
+            before_mmi: AtomicUsize::new(0),
+            sync_needed: AtomicBool::new(true),
             foundation_calls: AtomicUsize::new(0),
             smi_valid: AtomicBool::new(true),
             source: AtomicBool::new(false),
