@@ -1088,6 +1088,28 @@ fn lost_ap_is_not_waited_for_in_the_next_smi(broadcast: bool) {
     assert_eq!(after.timeouts, before.timeouts, "no timeout");
     assert_eq!(after.ipis_sent, 0, "no IPI to the lost AP");
     assert_balanced(&sim);
+    // AP 2's procedure has returned: at its next check-in its mailbox and
+    // broadcast flag are free again, and it takes calls like any AP.
+    let rec: Arc<Record> = Arc::from(Record::new(4));
+    let r = rec.clone();
+    sim.set_handler(move |sim, _| {
+        sim.pump_until(|| (1..4).all(|a| sim.joined(a)));
+        let arg = Arc::as_ptr(&r) as *mut c_void;
+        let mut s = Status(0x77);
+        assert_eq!(
+            sim.dispatch(p2(proc_count), 2, 0, arg, None, Some(&mut s)),
+            Status::SUCCESS
+        );
+        assert_eq!(s, Status::SUCCESS);
+        assert_eq!(
+            sim.broadcast(p2(proc_count), 0, arg, None, None),
+            Status::SUCCESS
+        );
+    });
+    sim.smi_stepped(&[0, 1, 2, 3]);
+    assert_eq!(rec.runs(), vec![0, 1, 2, 1], "AP 2 back in service");
+    assert_eq!(sim.stats().lost_aps, 1);
+    assert_balanced(&sim);
 }
 
 #[test]
