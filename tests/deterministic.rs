@@ -1105,3 +1105,44 @@ fn sync_not_needed_skips_the_first_round() {
         assert_eq!(sim.stats().timeouts, 1);
     }
 }
+
+/// §2.3, relaxed mode: an AP that arrives while a broadcast it is not a
+/// member of is in flight is a free target for DispatchProcedure; the
+/// broadcast's members are busy until their share is done.
+#[test]
+fn ap_arriving_during_a_broadcast_takes_a_dispatch() {
+    let sim = Sim::new(Options::new(4).relaxed(true));
+    let rec = arc_record(4);
+    let checks = Checks::new();
+    let (r, c) = (rec.clone(), checks.clone());
+    sim.set_handler(move |sim, bsp| {
+        c.eq("BSP", bsp, 0);
+        sim.step(1); // AP1 arrives: the broadcast's only member
+        let mut t = NULL_TOKEN;
+        c.eq(
+            "broadcast",
+            sim.broadcast(p2(proc_count), 0, arg(&r), Some(&mut t), None),
+            Status::SUCCESS,
+        );
+        sim.step(2); // AP2 arrives during the broadcast
+        c.eq(
+            "member busy",
+            sim.dispatch(p2(proc_count), 1, 0, arg(&r), None, None),
+            Status::NOT_READY,
+        );
+        let mut d = NULL_TOKEN;
+        c.eq(
+            "non-member free",
+            sim.dispatch(p2(proc_count), 2, 0, arg(&r), Some(&mut d), None),
+            Status::SUCCESS,
+        );
+        sim.step(2);
+        c.eq("dispatch done", sim.check(d), Status::SUCCESS);
+        c.eq("broadcast still running", sim.check(t), Status::NOT_READY);
+        sim.step(1);
+        c.eq("broadcast done", sim.check(t), Status::SUCCESS);
+        c.eq("runs", r.runs(), vec![0, 1, 1, 0]);
+    });
+    sim.smi_stepped(&[0, 1, 2]);
+    checks.assert_ok(7);
+}
