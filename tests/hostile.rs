@@ -476,12 +476,11 @@ fn assert_every_cpu_found(sim: &Sim, held: &[Option<Held>], gone: &[Held], what:
     }
     // Foreign IDs: the probe ends, nothing found. Those whose low half is
     // 1 share it with a tombstone's tag, which marks no slot.
-    for id in [0xF00D_0001].into_iter().chain((0..16).map(|k| (k << 32) | 1)) {
-        assert_eq!(
-            inst.slot_of_apic_id(id),
-            None,
-            "{what}: foreign ID {id:#x}"
-        );
+    for id in [0xF00D_0001]
+        .into_iter()
+        .chain((0..16).map(|k| (k << 32) | 1))
+    {
+        assert_eq!(inst.slot_of_apic_id(id), None, "{what}: foreign ID {id:#x}");
     }
     let len = inst.layout.apic_map.len;
     let live = inst.apic_map().live();

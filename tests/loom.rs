@@ -469,6 +469,12 @@ fn broadcast_races_with_late_joiner() {
             handle = h;
             slot as u32 + 1
         });
+        if count == 1 {
+            // Outside the snapshot, AP 2 is free for a call of its own
+            // while the broadcast is in flight, whether it joined before
+            // or after the publication, or not yet.
+            assert!(m.bcast.view().is_free_for(2), "non-member busy");
+        }
         let mut ran = [early.join().unwrap(), late.join().unwrap()];
         for (cpu, r) in (1..3).zip(ran.iter_mut()) {
             if r.is_none() {
