@@ -1146,3 +1146,34 @@ fn ap_arriving_during_a_broadcast_takes_a_dispatch() {
     sim.smi_stepped(&[0, 1, 2]);
     checks.assert_ok(7);
 }
+
+/// §6.1, §6.2: only a CPU that finds no BSP inside takes part in the
+/// election. A platform hook that answers TRUE to every CPU that asks
+/// makes the first one the BSP; the CPUs arriving after it are APs.
+#[test]
+fn a_hook_that_names_every_cpu_elects_the_first() {
+    for relaxed in [false, true] {
+        let sim = Sim::new(Options::new(4).relaxed(relaxed));
+        sim.preferred_bsp.store(EVERY_CPU, Ordering::SeqCst);
+        let rec = arc_record(4);
+        let checks = Checks::new();
+        let (r, c) = (rec.clone(), checks.clone());
+        sim.set_handler(move |sim, bsp| {
+            c.eq("BSP", bsp, 0);
+            for ap in 1..4 {
+                sim.step(ap);
+            }
+            c.eq(
+                "broadcast",
+                sim.broadcast(p2(proc_count), 0, arg(&r), None, None),
+                Status::SUCCESS,
+            );
+            c.eq("current BSP", sim.current_bsp(), 0);
+        });
+        sim.smi_stepped(&[0, 1, 2, 3]);
+        checks.assert_ok(3);
+        assert_eq!(rec.runs(), vec![0, 1, 1, 1], "relaxed {relaxed}");
+        assert_eq!(sim.foundation_calls.load(Ordering::SeqCst), 1);
+        sim.assert_balanced();
+    }
+}

@@ -323,13 +323,17 @@ unsafe extern "efiapi" fn cb_clear_status(ctx: *mut c_void) -> Boolean {
     Boolean::from(sim_of(ctx).source.swap(false, Ordering::SeqCst))
 }
 
+/// `Sim::preferred_bsp` value: the election hook answers TRUE to every CPU
+/// that asks.
+pub const EVERY_CPU: usize = usize::MAX - 1;
+
 unsafe extern "efiapi" fn cb_election(ctx: *mut c_void, is_bsp: *mut Boolean) -> Status {
     let want = sim_of(ctx).preferred_bsp.load(Ordering::SeqCst);
     if want == NONE {
         return Status::NOT_READY;
     }
     // SAFETY: the library passes a valid out-pointer.
-    unsafe { *is_bsp = Boolean::from(current_cpu() == want) };
+    unsafe { *is_bsp = Boolean::from(want == EVERY_CPU || current_cpu() == want) };
     Status::SUCCESS
 }
 
