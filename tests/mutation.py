@@ -348,9 +348,9 @@ def main():
                    help="only the mutants outcomes.jsonl has as timeout in a real-thread binary "
                         "(again, with the second limit)")
     p.add_argument("--re", help="only mutants whose name contains this text")
-    p.add_argument("--killed-in", metavar="FILE",
-                   help="only mutants an outcomes file records as caught or timeout (CI's smoke: "
-                        "a mutant the tests killed must stay killed)")
+    p.add_argument("--caught-in", metavar="FILE",
+                   help="only mutants an outcomes file records as caught (CI's smoke: "
+                        "a mutant the tests caught must stay caught)")
     p.add_argument("--outcomes", default=OUTCOMES, help="where outcomes are kept (default %(default)s)")
     p.add_argument("--trees", default="", help="a name for this run's scratch trees, to run beside another run on the same outcomes")
     p.add_argument("--report", action="store_true", help="only the summary of outcomes.jsonl")
@@ -363,12 +363,14 @@ def main():
     mutants = list_mutants(a.files)
     if a.re:
         mutants = [m for m in mutants if a.re in m["name"]]
-    if a.killed_in:
+    if a.caught_in:
         killed = {}
-        with open(a.killed_in) as f:
+        with open(a.caught_in) as f:
             for line in f:
                 r = json.loads(line)
-                killed[r["name"]] = r["outcome"] in ("caught", "timeout") and not (
+                # Caught ones only: a timeout takes its whole limit to
+                # confirm.
+                killed[r["name"]] = r["outcome"] == "caught" and not (
                     a.loom == "never" and r.get("by") == "loom")
         killed_keys = {k for n, k in keys(killed).items() if killed[n]}
         mutants = [m for m, k in zip(mutants, keys_in_order(mutants)) if k in killed_keys]

@@ -24,7 +24,7 @@ fi
 echo "== loom models (LOOM_MAX_PREEMPTIONS=$LOOM_MAX_PREEMPTIONS)"
 RUSTFLAGS="--cfg loom" cargo test --profile loom --target-dir target/loom --test loom --test loom_sync
 
-echo "== mutation smoke: ${MM_MP_MUTANTS:-16} mutants of src/ the tests killed, a fixed sample (tests/mutation.py)"
+echo "== mutation smoke: ${MM_MP_MUTANTS:-16} mutants of src/ the tests caught, a fixed sample (tests/mutation.py)"
 # cargo-mutants writes the mutants; it is installed into target/tools the
 # first time (about 3 minutes), never into ~/.cargo.
 if ! command -v cargo-mutants >/dev/null 2>&1; then
@@ -32,10 +32,10 @@ if ! command -v cargo-mutants >/dev/null 2>&1; then
     cargo install --quiet --locked --root target/tools cargo-mutants --version 27.1.0
   export PATH="$PWD/target/tools/bin:$PATH"
 fi
-# The sample is drawn from the mutants the last full run killed without
-# the loom models (tests/mutation-outcomes.jsonl): each must still be
-# killed.
-python3 tests/mutation.py --killed-in tests/mutation-outcomes.jsonl \
+# The sample is drawn from the mutants a test failed on in the last full
+# run, without the loom models (tests/mutation-outcomes.jsonl): each must
+# still make a test fail.
+python3 tests/mutation.py --caught-in tests/mutation-outcomes.jsonl \
   --sample "${MM_MP_MUTANTS:-16}" --seed "${MM_MP_MUTANTS_SEED:-1}" --loom never \
   --outcomes target/mutation/smoke.jsonl
 
