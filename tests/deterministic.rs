@@ -1177,3 +1177,21 @@ fn a_hook_that_names_every_cpu_elects_the_first() {
         sim.assert_balanced();
     }
 }
+
+/// §6.3 steps 2–3, §6.4: the MTRR rounds are barriers. In every SMI each
+/// CPU saves, then each replaces, then each calls BeforeMmiHandler, and
+/// only after the handlers each restores: no CPU goes on to the next
+/// round before every CPU finished the one before.
+#[test]
+fn mtrr_rounds_are_barriers() {
+    for relaxed in [false, true] {
+        let sim = Sim::new(Options::new(4).relaxed(relaxed).mtrrs(true));
+        for _ in 0..3 {
+            sim.smi_stepped(&[0, 1, 2, 3]);
+            sim.assert_balanced();
+        }
+        let log = sim.mtrr_log.lock().unwrap().clone();
+        let one_smi: Vec<usize> = [0, 1, 3, 2].iter().flat_map(|&op| [op; 4]).collect();
+        assert_eq!(log, one_smi.repeat(3), "relaxed {relaxed}");
+    }
+}

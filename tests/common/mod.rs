@@ -226,6 +226,10 @@ pub struct Sim {
     pub deliver_ipis: AtomicBool,
     /// Per CPU MTRR hook calls: save, replace, restore.
     pub mtrr_calls: Vec<[AtomicUsize; 3]>,
+    /// The MTRR hooks and BeforeMmiHandler in the order they were
+    /// called: 0 save, 1 replace, 2 restore, 3 BeforeMmiHandler (the
+    /// latter only when MTRR swapping is configured).
+    pub mtrr_log: Mutex<Vec<usize>>,
     /// BspElection hook: CPU the platform names (NONE = no preference).
     pub preferred_bsp: AtomicUsize,
     /// GetSmmDelayedBlockedDisabledCount: blocked CPUs reported.
@@ -352,9 +356,11 @@ unsafe extern "efiapi" fn cb_counts(
 }
 
 fn mtrr(ctx: *mut c_void, cpu: usize, which: usize) {
-    if let Some(c) = sim_of(ctx).mtrr_calls.get(cpu) {
+    let sim = sim_of(ctx);
+    if let Some(c) = sim.mtrr_calls.get(cpu) {
         c[which].fetch_add(1, Ordering::SeqCst);
     }
+    sim.mtrr_log.lock().unwrap().push(which);
 }
 
 unsafe extern "efiapi" fn cb_mtrr_save(ctx: *mut c_void, cpu: usize) {
@@ -431,7 +437,11 @@ unsafe extern "efiapi" fn cb_exit(ctx: *mut c_void, _cpu: usize) {
 }
 
 unsafe extern "efiapi" fn cb_before_mmi(ctx: *mut c_void, _cpu: usize) {
-    sim_of(ctx).before_mmi.fetch_add(1, Ordering::SeqCst);
+    let sim = sim_of(ctx);
+    sim.before_mmi.fetch_add(1, Ordering::SeqCst);
+    if sim.opts.mtrrs {
+        sim.mtrr_log.lock().unwrap().push(3);
+    }
 }
 
 unsafe extern "efiapi" fn cb_sync_needed(ctx: *mut c_void) -> Boolean {
@@ -589,6 +599,7 @@ impl Sim {
             dead: (0..opts.cpus).map(|_| AtomicBool::new(false)).collect(),
             deliver_ipis: AtomicBool::new(false),
             mtrr_calls: (0..opts.cpus).map(|_| Default::default()).collect(),
+            mtrr_log: Mutex::new(Vec::new()),
             preferred_bsp: AtomicUsize::new(NONE),
             blocked: AtomicUsize::new(0),
             hot_plug_ids: table
