@@ -1070,6 +1070,13 @@ fn rows() -> Vec<Row> {
         INV,
         move |_| sync_size(usize::MAX, 64),
     ));
+    r.push(row(
+        Raw,
+        "§11 SyncGetRequiredSize",
+        "NumberOfCpus 2^32 - 1, one above the documented limit",
+        INV,
+        move |_| sync_size((1usize << 32) - 1, 64),
+    ));
     let sync_init = |shift: usize, size_delta: isize, cpus: usize, line: usize, null_buf: bool| {
         let mut need = 0usize;
         // SAFETY: valid out-pointer.

@@ -147,3 +147,14 @@ fn edk2_flow_through_the_exports() {
         assert_eq!(c.view().run(cpu).unwrap().value(), 0);
     }
 }
+
+/// BEHAVIOUR.md §7: the largest NumberOfCpus a sync context takes is
+/// 2^32 − 2 (the arrival counter's all-ones value means "locked").
+#[test]
+fn sync_context_size_at_the_cpu_limit() {
+    let mut size = 0usize;
+    // SAFETY: valid out-pointer.
+    let st = unsafe { MmMpSyncGetRequiredSize((1usize << 32) - 2, 64, &mut size) };
+    assert_eq!(st, Status::SUCCESS);
+    assert!(size >= ((1usize << 32) - 2) * 64);
+}
