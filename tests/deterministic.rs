@@ -1195,3 +1195,28 @@ fn mtrr_rounds_are_barriers() {
         assert_eq!(log, one_smi.repeat(3), "relaxed {relaxed}");
     }
 }
+
+/// §6.5: the arrival wait ends as soon as every expected CPU checked in:
+/// no timeout elapses, no IPI is sent, in every SMI.
+#[test]
+fn arrival_wait_ends_when_all_arrived() {
+    const TIMEOUT_US: u64 = 100_000;
+    const TICKS_PER_US: u64 = 1_000;
+    let sim = Sim::new(
+        Options::new(4)
+            .clock(Clock::Manual { per_pause: 1_000 })
+            .timeouts_us(TIMEOUT_US, TIMEOUT_US),
+    );
+    for smi in 1..=3 {
+        let start = sim.ticks.load(Ordering::SeqCst);
+        // The BSP looks first, then the APs check in one by one.
+        sim.smi_stepped(&[0, 1, 2, 3]);
+        let took = sim.ticks.load(Ordering::SeqCst) - start;
+        assert!(
+            took < TIMEOUT_US * TICKS_PER_US / 10,
+            "SMI {smi} took {took} ticks"
+        );
+        assert!(sim.ipis.lock().unwrap().is_empty(), "SMI {smi}: no IPI");
+        assert_eq!(sim.stats().timeouts, 0, "SMI {smi}");
+    }
+}
