@@ -3,10 +3,13 @@
 
     python3 tests/mutation.py                      # every mutant of src/
     python3 tests/mutation.py src/sync/busy.rs     # the mutants of some files
-    python3 tests/mutation.py --sample 12 --seed 7 # a fixed sample (CI's smoke)
+    python3 tests/mutation.py -j 2                 # two mutants at a time
     python3 tests/mutation.py --resume             # go on where a run stopped
     python3 tests/mutation.py --retest-missed      # again, the ones missed last time
-    python3 tests/mutation.py -j 2                 # two mutants at a time
+    python3 tests/mutation.py --report --save tests/mutation-outcomes.jsonl
+                                                   # the summary; keep it as the record
+    python3 tests/mutation.py --caught-in tests/mutation-outcomes.jsonl \
+        --sample 16 --seed 1 --loom never          # CI's smoke
 
 cargo-mutants (`cargo install cargo-mutants`) makes the mutants: it lists
 every small plausible bug it can write into the source (a function body
@@ -34,12 +37,13 @@ warm target directory), it
    in tests/mutants-equivalent.txt (each one argued in
    docs/RELIABILITY.md, "Mutation testing").
 
-Every outcome is appended to target/mutation/outcomes.jsonl as it comes;
-the summary (caught / timeout / missed / equivalent / unviable, the kill
-ratio over the viable ones, each missed mutant, and a line per file) is
-printed at the end. Exit status 1
+Every outcome is appended to target/mutation/outcomes.jsonl as it comes,
+keyed by the mutant's name without its line and column (so outcomes
+survive edits elsewhere in a file); the summary (caught / timeout /
+missed / equivalent / unviable, the kill ratio over the viable ones, each
+missed mutant, and a line per file) is printed at the end. Exit status 1
 when any mutant of the run was missed, so CI's smoke fails when the tests
-weaken. docs/RELIABILITY.md ("Mutation testing") has the last full run
+weaken. .cargo/mutants.toml keeps cargo-mutants away from test helpers. docs/RELIABILITY.md ("Mutation testing") has the last full run
 and the argument for every survivor that is equivalent.
 """
 
