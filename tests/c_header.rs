@@ -111,13 +111,30 @@ fn cc() -> String {
     env::var("CC").unwrap_or_else(|_| "cc".to_string())
 }
 
-/// A scratch directory of this test binary.
-fn scratch(name: &str) -> PathBuf {
+/// A scratch directory of one test of this process, removed when dropped:
+/// two runs of the suite at once (CI beside a developer, a stress run)
+/// must not compile into, or run from, each other's files.
+struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+fn scratch(name: &str) -> Scratch {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join("c_header")
-        .join(name);
+        .join(format!("{name}-{}", std::process::id()));
     fs::create_dir_all(&dir).expect("scratch dir");
-    dir
+    Scratch(dir)
 }
 
 fn staticlib() -> PathBuf {
