@@ -651,34 +651,12 @@ fn apic_map_is_sized_for_every_cpu_count() {
 #[test]
 fn half_a_time_source_is_none() {
     for (ticks_per_second, get_ticks) in [(0, true), (1_000_000, false), (1_000_000, true)] {
-        let table = [ProcessorInformation {
-            processor_id: 0,
-            ..ProcessorInformation::EMPTY
-        }];
-        let cfg = MmMpConfig {
-            revision: mm_mp::platform::MM_MP_CONFIG_REVISION,
-            number_of_cpus: 1,
-            max_tokens: 1,
-            cache_line_size: 0,
-            sync_mode: 0,
-            bsp_index: 0,
-            bsp_election: Boolean::TRUE,
-            hot_plug_support: Boolean::FALSE,
-            blocking_startup_this_ap: Boolean::FALSE,
-            configure_mtrrs: Boolean::FALSE,
-            reserved: 0,
-            ap_sync_timeout_us: 0,
-            ap_sync_timeout2_us: 0,
-            processor_info: table.as_ptr(),
-            hot_plug_apic_id: std::ptr::null_mut(),
-        };
+        let opts = Options::new(1).tokens(1);
+        let table = processor_table(&opts);
+        let cfg = config(&opts, &table);
         let mut plat = base_platform();
         plat.ticks_per_second = ticks_per_second;
-        if !get_ticks {
-            plat.get_ticks = None;
-        } else {
-            plat.get_ticks = Some(constant_ticks);
-        }
+        plat.get_ticks = get_ticks.then_some(constant_ticks);
         let mut size = 0;
         // SAFETY: valid pointers.
         assert_eq!(
